@@ -1,0 +1,313 @@
+/*
+ * The storage engine's public API: environments, databases, tables,
+ * transactions, snapshots, blobs, checkpoints and GC. fs/, sync/ and
+ * tools/ use the engine through this header (and error.h) only.
+ *
+ * An environment (benv) is a DATADIR: one directory per database, locked
+ * exclusively by one process. A database (bdb) holds named tables; each
+ * table is an ordered map of byte keys (<= BDB_MAX_KEY) to byte values
+ * (<= BDB_MAX_VALUE; bigger data goes in blobs). A table created with
+ * BDB_TABLE_SEQ also gets a sequence index: every put or delete takes the
+ * next number of the database's sequence, and a changes cursor lists the
+ * table's live entries in sequence order.
+ *
+ * Writes: one transaction at a time per database (bdb_begin() waits for
+ * the previous one to commit or abort). btxn_commit() returns once the
+ * transaction is durable and visible; commits of concurrent threads share
+ * one fdatasync (group commit).
+ *
+ * Reads: a snapshot (bdb_snapshot()) sees the last durable commit and
+ * never waits for the writer or GC.
+ *
+ * Errors: 0 or a negative code (error.h). Ownership is stated per call.
+ */
+#ifndef BARREL_DB_H
+#define BARREL_DB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "engine/error.h"
+
+struct bio;
+struct benv;
+struct bdb;
+struct btxn;
+struct bsnap;
+struct bcursor;
+struct bblob_writer;
+struct bblob_reader;
+
+#define BDB_MAX_KEY 1000u
+#define BDB_MAX_VALUE (8u << 20)
+#define BDB_MAX_NAME 200u     /* database and table names */
+
+struct benv_opts {
+	size_t cache_budget;        /* node cache bytes; default 256 MiB */
+	struct bio *io;             /* borrowed; NULL: the io_uring implementation */
+	bool gc_thread;             /* run GC in the background; default true */
+	double gc_trigger;          /* start GC when disk/live exceeds; default 1.2 */
+	uint64_t checkpoint_bytes;  /* log bytes between checkpoints; default 64 MiB */
+	uint32_t seg_min, seg_max;  /* segment sizes; default 64 KiB, 64 MiB */
+};
+
+/* Fill opts with the defaults. */
+void benv_opts_init(struct benv_opts *opts);
+
+/*
+ * Open (creating if missing) DATADIR and lock it. BARREL_E_LOCKED when
+ * another process holds it (the message names the holder's pid when
+ * known). *out is owned by the caller; close it with benv_close().
+ */
+int benv_open(const char *datadir, const struct benv_opts *opts,
+	      struct benv **out);
+
+/*
+ * Checkpoint and close every database, stop GC, release the lock.
+ * Snapshots, cursors and transactions must be released first.
+ */
+void benv_close(struct benv *env);
+
+/* Call cb with each database name (sorted); a non-zero return stops. */
+int benv_list(struct benv *env, int (*cb)(void *arg, const char *name),
+	      void *arg);
+
+/* Is name usable for a database or table? (1..BDB_MAX_NAME bytes of
+ * [a-z0-9_$()+/-] starting with a letter, as CouchDB's database names) */
+bool bdb_name_valid(const char *name);
+
+/*
+ * Open database name; with create, make it if missing. BARREL_E_NOTFOUND
+ * when missing and !create, BARREL_E_INVALID for a bad name. The handle is
+ * owned by env (the same one for every open of a name) and lives until
+ * benv_drop() or benv_close(); do not free it.
+ */
+int benv_db(struct benv *env, const char *name, bool create,
+	    struct bdb **out);
+
+/* Remove a database and all its files. No handle of it may be in use. */
+int benv_drop(struct benv *env, const char *name);
+
+const char *bdb_name(const struct bdb *db);
+
+/* ---- tables ---- */
+
+enum bdb_table_flags {
+	BDB_TABLE_SEQ = 1 << 0,   /* keep a sequence index */
+};
+
+/*
+ * Id of table name; BARREL_E_NOTFOUND when it does not exist. Ids are
+ * stable for the life of the table.
+ */
+int bdb_table(struct bdb *db, const char *name, uint32_t *id);
+
+/* ---- transactions (the single writer) ---- */
+
+/* Wait for the writer slot and start a transaction; *out owned until
+ * btxn_commit() or btxn_abort(). */
+int bdb_begin(struct bdb *db, struct btxn **out);
+
+/* Create table name if missing (takes effect with the commit). */
+int btxn_table(struct btxn *txn, const char *name, unsigned flags,
+	       uint32_t *id);
+
+/* Drop a table and every entry in it. */
+int btxn_table_drop(struct btxn *txn, const char *name);
+
+/*
+ * Put key -> val. For SEQ tables *seq (may be NULL) gets the entry's new
+ * sequence number. BARREL_E_TOOBIG over the limits.
+ */
+int btxn_put(struct btxn *txn, uint32_t table, const void *key, size_t klen,
+	     const void *val, size_t vlen, uint64_t *seq);
+
+/* Delete key; BARREL_E_NOTFOUND when absent. */
+int btxn_del(struct btxn *txn, uint32_t table, const void *key, size_t klen);
+
+/* A value as returned by a lookup: data is malloc'ed, owned by the caller,
+ * freed with bval_release(). */
+struct bval {
+	void *data;
+	size_t len;
+	uint64_t seq;     /* the entry's sequence number (SEQ tables), else 0 */
+};
+void bval_release(struct bval *v);
+
+/* Read through the transaction: sees its own writes and every commit. */
+int btxn_get(struct btxn *txn, uint32_t table, const void *key, size_t klen,
+	     struct bval *out);
+
+/*
+ * Make the transaction durable and visible, then free it. On error nothing
+ * of it is visible (and the database may have turned read-only: a failed
+ * fsync is not retried, as its outcome is unknown; BARREL_E_CLOSED after).
+ */
+int btxn_commit(struct btxn *txn);
+
+/* Drop the transaction's changes and free it. */
+void btxn_abort(struct btxn *txn);
+
+/* ---- snapshots (readers) ---- */
+
+/* A consistent view of the last commit; owned, release with bsnap_release. */
+int bdb_snapshot(struct bdb *db, struct bsnap **out);
+void bsnap_release(struct bsnap *snap);
+
+/* The database sequence number the snapshot sees. */
+uint64_t bsnap_seq(const struct bsnap *snap);
+
+int bsnap_get(struct bsnap *snap, uint32_t table, const void *key,
+	      size_t klen, struct bval *out);
+
+/*
+ * Cursors. Key order: entries with start <= key < end (NULL: unbounded;
+ * BCURSOR_END_INCLUSIVE makes it <= end), ascending or BCURSOR_REVERSE.
+ * Sequence order (SEQ tables): entries whose seq > since, ascending or
+ * reverse. A cursor holds its snapshot; free it before bsnap_release().
+ */
+enum bcursor_flags {
+	BCURSOR_REVERSE = 1 << 0,
+	BCURSOR_END_INCLUSIVE = 1 << 1,
+};
+
+int bsnap_scan(struct bsnap *snap, uint32_t table, const void *start,
+	       size_t slen, const void *end, size_t elen, unsigned flags,
+	       struct bcursor **out);
+int bsnap_changes(struct bsnap *snap, uint32_t table, uint64_t since,
+		  unsigned flags, struct bcursor **out);
+
+/* One entry; key and val borrowed until the next call or bcursor_free(). */
+struct bentry {
+	const void *key;
+	size_t klen;
+	const void *val;
+	size_t vlen;
+	uint64_t seq;
+};
+
+/* 1 and *e filled; 0 at the end; <0 on error. */
+int bcursor_next(struct bcursor *c, struct bentry *e);
+void bcursor_free(struct bcursor *c);
+
+/* ---- commit notification ---- */
+
+/* The sequence number of the last durable commit. */
+uint64_t bdb_seq(struct bdb *db);
+
+/*
+ * Wait until bdb_seq(db) > seq or timeout_ms passes (-1: forever; 0: poll).
+ * Returns 1 when it moved, 0 on timeout, BARREL_E_CLOSED when the database
+ * closes meanwhile.
+ */
+int bdb_wait(struct bdb *db, uint64_t seq, int timeout_ms);
+
+/*
+ * Call cb(arg, seq) after every durable commit (from the committing
+ * thread; keep it short and do not call into the writer). Returns a watch
+ * id for bdb_unwatch().
+ */
+int bdb_watch(struct bdb *db, void (*cb)(void *arg, uint64_t seq),
+	      void *arg, uint64_t *id);
+void bdb_unwatch(struct bdb *db, uint64_t id);
+
+/* ---- blobs: large values, streamed ---- */
+
+/*
+ * Write a blob in pieces, never holding it whole. The bytes are written to
+ * the log as they come; the blob exists only once linked by a committed
+ * transaction (btxn_blob_link); an unlinked blob is reclaimed by GC.
+ * The writer does not hold the writer slot between calls.
+ */
+int bdb_blob_create(struct bdb *db, struct bblob_writer **out);
+int bblob_write(struct bblob_writer *w, const void *buf, size_t len);
+/* Finish writing; *id names the blob for btxn_blob_link. Frees w. */
+int bblob_finish(struct bblob_writer *w, uint64_t *id, uint64_t *length);
+/* Abandon the blob; frees w. */
+void bblob_abort(struct bblob_writer *w);
+
+/* Make a finished blob part of the database with this transaction. */
+int btxn_blob_link(struct btxn *txn, uint64_t id);
+/* Remove a linked blob (its space is reclaimed by GC). */
+int btxn_blob_unlink(struct btxn *txn, uint64_t id);
+
+/* Open a linked blob for reading at any offset; owned, closed with
+ * bblob_close(). BARREL_E_NOTFOUND when not linked in the snapshot. */
+int bsnap_blob_open(struct bsnap *snap, uint64_t id, struct bblob_reader **out);
+uint64_t bblob_length(const struct bblob_reader *r);
+/* Read up to len bytes at off; returns bytes read (0 at the end) or <0. */
+ssize_t bblob_read(struct bblob_reader *r, void *buf, size_t len, uint64_t off);
+void bblob_close(struct bblob_reader *r);
+
+/* ---- maintenance ---- */
+
+/* Write every dirty index node and a checkpoint record; durable on return. */
+int bdb_checkpoint(struct bdb *db);
+
+struct bgc_stats {
+	unsigned segments_freed;
+	uint64_t bytes_moved;
+	uint64_t bytes_freed;
+};
+
+/*
+ * Collect garbage now: choose victim segments by LFS cost-benefit, move
+ * their live records to the open segment, checkpoint, free the victims.
+ * Stops when disk use <= target_ratio * live bytes or no segment is worth
+ * collecting (target_ratio <= 1 collects every sealed segment with garbage).
+ * Runs alongside readers and the writer.
+ */
+int bdb_gc(struct bdb *db, double target_ratio, struct bgc_stats *st);
+
+struct bdb_seginfo {
+	uint32_t id;
+	uint64_t capacity;     /* bytes reserved */
+	uint64_t used;         /* bytes of records */
+	uint64_t live;         /* bytes of live records */
+	bool open;             /* the one being appended to */
+};
+
+struct bdb_stat {
+	uint64_t seq;              /* last durable sequence */
+	uint64_t txn;              /* last durable transaction number */
+	unsigned segments;
+	uint64_t disk_bytes;       /* sum of segment file sizes */
+	uint64_t used_bytes;       /* bytes of records */
+	uint64_t live_bytes;       /* bytes of live records */
+	uint64_t entries;          /* entries across all tables */
+	uint64_t bytes_written;    /* handed to the device since open */
+	unsigned tables;
+};
+
+int bdb_stat(struct bdb *db, struct bdb_stat *st);
+
+/* Per-segment figures, ascending id; cb returns non-zero to stop. */
+int bdb_segments(struct bdb *db,
+		 int (*cb)(void *arg, const struct bdb_seginfo *si), void *arg);
+
+/* One record as seen by check and dump. */
+struct bdb_recinfo {
+	uint32_t seg;
+	uint64_t off;
+	uint8_t type;          /* enum rec_type in segment.h; 0 if corrupt */
+	uint32_t len;          /* payload bytes */
+	uint64_t txn;
+	const char *error;     /* NULL if valid, else why it is corrupt */
+	const void *payload;   /* borrowed for the callback */
+};
+
+/*
+ * Read every record of every segment and verify its checksum and frame,
+ * and that every index entry points at a valid record. cb sees each record
+ * (valid and corrupt ones); *corrupt counts the bad ones. Returns 0 when
+ * the walk finished (whatever it found) or <0 when it could not.
+ */
+int bdb_check(struct bdb *db, int (*cb)(void *arg,
+		const struct bdb_recinfo *ri), void *arg, uint64_t *corrupt);
+
+/* Table name of id for dump output; NULL if unknown. Borrowed. */
+const char *bdb_table_name(struct bdb *db, uint32_t id);
+
+#endif

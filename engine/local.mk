@@ -1,0 +1,15 @@
+# The storage engine: a static library that fs/, sync/ and tools/ link.
+noinst_LIBRARIES += libbarrel.a
+libbarrel_a_SOURCES = \
+	engine/banned.h \
+	engine/error.h engine/error.c \
+	engine/log.h engine/log.c \
+	engine/io.h engine/io_uring.c engine/io_fault.c \
+	engine/segment.h engine/segment.c \
+	engine/cache.h engine/cache.c \
+	engine/btree.h engine/btree.c \
+	engine/db.h engine/db_i.h engine/db.c engine/txn.c engine/snap.c \
+	engine/checkpoint.c engine/recover.c engine/blob.c engine/gc.c
+libbarrel_a_CFLAGS = $(AM_CFLAGS) $(URING_CFLAGS) $(XXHASH_CFLAGS)
+
+BARREL_LIBS = libbarrel.a $(URING_LIBS) $(XXHASH_LIBS)

@@ -1,0 +1,33 @@
+# Unit tests (Check) mirror the sources: tests/engine/test_<module>.c.
+# Programs without their own _LDADD (the tests) link the engine and Check.
+LDADD = $(BARREL_LIBS) $(CHECK_LIBS)
+AM_CFLAGS += $(CHECK_CFLAGS)
+
+ENGINE_TESTS = \
+	tests/engine/test_error \
+	tests/engine/test_io \
+	tests/engine/test_segment \
+	tests/engine/test_cache \
+	tests/engine/test_btree \
+	tests/engine/test_db \
+	tests/engine/test_blob \
+	tests/engine/test_gc \
+	tests/engine/test_crash \
+	tests/engine/test_corrupt
+
+check_PROGRAMS += $(ENGINE_TESTS) tests/engine/killnine_writer
+TESTS += $(ENGINE_TESTS) tests/engine/test_killnine.sh tests/tools/test_barrelctl.sh
+EXTRA_DIST += tests/engine/test_killnine.sh tests/tools/test_barrelctl.sh
+
+tests_engine_test_error_SOURCES = tests/engine/test_error.c
+tests_engine_test_io_SOURCES = tests/engine/test_io.c
+tests_engine_test_segment_SOURCES = tests/engine/test_segment.c
+tests_engine_test_cache_SOURCES = tests/engine/test_cache.c
+tests_engine_test_btree_SOURCES = tests/engine/test_btree.c
+tests_engine_test_db_SOURCES = tests/engine/test_db.c
+tests_engine_test_blob_SOURCES = tests/engine/test_blob.c
+tests_engine_test_gc_SOURCES = tests/engine/test_gc.c
+tests_engine_test_crash_SOURCES = tests/engine/test_crash.c
+tests_engine_test_corrupt_SOURCES = tests/engine/test_corrupt.c
+tests_engine_killnine_writer_SOURCES = tests/engine/killnine_writer.c
+

@@ -1,0 +1,7 @@
+bin_PROGRAMS += barrelctl
+barrelctl_SOURCES = tools/barrelctl.c tools/bench.h tools/bench.c \
+	tools/bench_barrel.c tools/bench_sqlite.c tools/bench_lmdb.c \
+	tools/bench_rocksdb.c tools/bench_log.c
+barrelctl_CFLAGS = $(AM_CFLAGS) $(SQLITE_CFLAGS) $(LMDB_CFLAGS) $(ROCKSDB_CFLAGS)
+barrelctl_LDADD = $(BARREL_LIBS) $(SQLITE_LIBS) $(LMDB_LIBS) $(ROCKSDB_LIBS)
+dist_man_MANS += man/barrelctl.1
