@@ -138,7 +138,7 @@ int bt_iter_new(struct bt_store *st, const struct bt_ref *root,
 		const void *start, size_t slen, const void *end, size_t elen,
 		unsigned flags, struct bt_iter **out);
 /*
- * 1 with *key/*val borrowed until the next call or bt_iter_free();
+ * 1 with *key and *val borrowed until the next call or bt_iter_free();
  * 0 at the end; <0 on error (BARREL_E_CORRUPT, -errno).
  */
 int bt_iter_next(struct bt_iter *it, const void **key, size_t *klen,

@@ -1,0 +1,589 @@
+/*
+ * Garbage collection, and check.
+ *
+ * GC protocol (DESIGN.md "GC"), one victim at a time:
+ *   1. Choose a sealed segment wholly before the last checkpoint record by
+ *      LFS cost-benefit, (1 - u) * age / (1 + u), u = live / used bytes.
+ *      Segments holding chunks of unlinked blobs are skipped.
+ *   2. Scan its records in batches; for each batch, with the writer slot:
+ *      a. BLOB records still named by the blobs table are copied to the
+ *         open segment; NODE records still part of an index are marked
+ *         dirty (bt_touch) so the next checkpoint rewrites them;
+ *      b. one transaction re-puts every PUT record still named by its
+ *         index (same key, value and sequence) and the moved chunks'
+ *         locations; it commits like any other.
+ *      Every other record (DEL, COMMIT, CHECKPOINT, superseded data) is
+ *      garbage.
+ *   3. Mark the victim doomed and checkpoint: the new checkpoint no longer
+ *      lists it and no index points into it.
+ *   4. Delete the file once every version published before that checkpoint
+ *      is released (readers of older snapshots may still read from it).
+ * GC needs room for one victim's live data at a time, never twice the
+ * database.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <time.h>
+
+#include "engine/db_i.h"
+#include "engine/log.h"
+
+#define GC_BATCH_BYTES (4u << 20)
+
+struct gc_move {
+	uint8_t type;
+	bptr addr;
+	uint32_t size;
+	uint8_t *payload;  /* copy */
+	uint32_t len;
+	bool live;         /* a BLOB record that was copied */
+	uint8_t key[12];   /* its blobs table key */
+	uint8_t val[16];   /* and new location */
+};
+
+struct gc_batch {
+	struct gc_move *m;
+	size_t n, cap, bytes;
+};
+
+static void batch_clear(struct gc_batch *b)
+{
+	for (size_t i = 0; i < b->n; i++)
+		free(b->m[i].payload);
+	b->n = 0;
+	b->bytes = 0;
+}
+
+static int batch_push(struct gc_batch *b, const struct rec_hdr *h,
+		      const void *payload, bptr addr)
+{
+	struct gc_move *m;
+
+	if (b->n == b->cap) {
+		size_t cap = b->cap ? b->cap * 2 : 256;
+
+		m = realloc(b->m, cap * sizeof(*m));
+		if (!m)
+			return -ENOMEM;
+		b->m = m;
+		b->cap = cap;
+	}
+	m = &b->m[b->n];
+	m->payload = malloc(h->len ? h->len : 1);
+	if (!m->payload)
+		return -ENOMEM;
+	memcpy(m->payload, payload, h->len);
+	m->type = h->type;
+	m->addr = addr;
+	m->size = rec_size(h->len);
+	m->len = h->len;
+	m->live = false;
+	b->n++;
+	b->bytes += m->size;
+	return 0;
+}
+
+/* The pending index entry for key, if it names the record at addr. */
+static bool entry_at(struct bdb *db, uint32_t table, const void *key,
+		     size_t klen, bptr addr, struct db_entry *e, uint8_t *buf)
+{
+	size_t vlen;
+
+	if (table >= db->ntables || !db->tables[table].exists)
+		return false;
+	if (bt_get(&db->info[table]->store[IDX_KEY], &db->tables[table].root,
+		   key, klen, buf, &vlen))
+		return false;
+	if (db_entry_decode(buf, vlen, e))
+		return false;
+	if (table == DB_TABLE_BLOBS)
+		return e->kind == ENT_INLINE && e->vlen == 16 &&
+		       get_le64(e->val) == addr;
+	return e->kind == ENT_RECORD && e->addr == addr;
+}
+
+/* Step 2a for one BLOB record: copy it if live; its new location is put
+ * by the batch transaction from m->key and m->val. */
+static int move_blob(struct bdb *db, struct gc_move *m)
+{
+	uint8_t buf[BT_MAX_VAL];
+	struct iovec iov = { m->payload, m->len };
+	struct db_entry e;
+	uint32_t size, idx;
+	bptr addr;
+	int err;
+
+	if (m->len < 16)
+		return 0;
+	idx = get_le32(m->payload + 8);
+	put_be64(m->key, get_le64(m->payload));
+	m->key[8] = idx >> 24;
+	m->key[9] = idx >> 16;
+	m->key[10] = idx >> 8;
+	m->key[11] = idx;
+	if (!entry_at(db, DB_TABLE_BLOBS, m->key, 12, m->addr, &e, buf))
+		return 0;
+	memcpy(m->val, e.val, 16);
+	err = db_append(db, REC_BLOB, 0, &iov, 1, &addr, &size);
+	if (err)
+		return err;
+	put_le64(m->val, addr);
+	put_le32(m->val + 8, size);
+	m->live = true;
+	return 0;
+}
+
+static void move_node(struct bdb *db, const struct gc_move *m)
+{
+	const void *key;
+	unsigned level;
+	size_t klen;
+	uint32_t table;
+	uint8_t which;
+
+	if (m->len < 8)
+		return;
+	table = get_le32(m->payload);
+	which = m->payload[4];
+	if (table >= db->ntables || !db->tables[table].exists || which > 1)
+		return;
+	if (bt_node_ident(m->payload + 8, m->len - 8, &level, &key, &klen))
+		return;
+	bt_touch(&db->info[table]->store[which],
+		 which ? &db->tables[table].seq_root : &db->tables[table].root,
+		 level, key, klen, m->addr);
+}
+
+/* Steps 2a and 2b for one batch, writer slot held. */
+static int batch_move(struct bdb *db, struct gc_batch *b, uint64_t *gen,
+		      uint64_t *moved)
+{
+	uint8_t buf[BT_MAX_VAL];
+	struct db_entry e;
+	struct db_put p;
+	struct btxn *t;
+	int err = 0;
+
+	for (size_t i = 0; i < b->n && !err; i++) {
+		if (b->m[i].type == REC_BLOB)
+			err = move_blob(db, &b->m[i]);
+		else if (b->m[i].type == REC_NODE)
+			move_node(db, &b->m[i]);
+	}
+	if (!err)
+		err = db_txn_begin_locked(db, true, &t);
+	if (err)
+		return err;
+	for (size_t i = 0; i < b->n && !err; i++) {
+		struct gc_move *m = &b->m[i];
+
+		if (m->live) {
+			err = db_txn_put_seq(t, DB_TABLE_BLOBS, m->key, 12,
+					     m->val, 16, 0);
+			*moved += m->size;
+		} else if (m->type == REC_PUT &&
+			   !db_put_decode(m->payload, m->len, &p) &&
+			   p.table != DB_TABLE_BLOBS &&
+			   entry_at(db, p.table, p.key, p.klen, m->addr, &e, buf)) {
+			err = db_txn_put_seq(t, p.table, p.key, p.klen, p.val,
+					     p.vlen, p.seq);
+			*moved += m->size;
+		}
+	}
+	if (err) {
+		db_txn_abort_locked(t);
+		return err;
+	}
+	return db_txn_commit_locked(t, gen);
+}
+
+static bool gc_wants(uint8_t type)
+{
+	return type == REC_PUT || type == REC_BLOB || type == REC_NODE;
+}
+
+static int victim_batches(struct bdb *db, struct db_seg *s, uint64_t *moved)
+{
+	struct gc_batch b = { 0 };
+	struct seg_scan sc;
+	struct rec_hdr h;
+	const void *payload;
+	uint64_t off, gen;
+	bool end = false;
+	int ret = 0;
+
+	seg_scan_init(&sc, s->seg, SEG_HEADER_SIZE, true);
+	while (!end && ret >= 0) {
+		while (b.bytes < GC_BATCH_BYTES) {
+			ret = seg_scan_next(&sc, &h, &payload, &off);
+			if (ret <= 0 || off >= s->used) {
+				end = true;
+				break;
+			}
+			ret = gc_wants(h.type) ?
+			      batch_push(&b, &h, payload,
+					 bptr_make(s->seg->id, (uint32_t)off)) : 0;
+			if (ret)
+				break;
+		}
+		if (ret < 0 || !b.n)
+			break;
+		gen = 0;
+		db_writer_enter(db);
+		ret = batch_move(db, &b, &gen, moved);
+		db_writer_leave(db);
+		batch_clear(&b);
+		if (!ret && gen)
+			ret = db_sync(db, gen);
+	}
+	seg_scan_release(&sc);
+	batch_clear(&b);
+	free(b.m);
+	return ret < 0 ? ret : 0;
+}
+
+/* Steps 3: doom the victim and checkpoint without it. */
+static int victim_doom(struct bdb *db, struct db_seg *s)
+{
+	int err;
+
+	db_writer_enter(db);
+	pthread_rwlock_wrlock(&db->segs_lock);
+	s->doomed = true;
+	pthread_rwlock_unlock(&db->segs_lock);
+	err = db_checkpoint_locked(db, false);
+	pthread_rwlock_wrlock(&db->segs_lock);
+	if (err)
+		s->doomed = false;
+	else
+		s->doomed_version = db->ver_number;
+	pthread_rwlock_unlock(&db->segs_lock);
+	db_writer_leave(db);
+	return err;
+}
+
+/* Step 4 */
+void db_free_doomed(struct bdb *db)
+{
+	uint64_t oldest = db_oldest_version(db);
+	struct db_seg *gone[64];
+	size_t n = 0, j = 0;
+
+	pthread_rwlock_wrlock(&db->segs_lock);
+	for (size_t i = 0; i < db->nsegs; i++) {
+		struct db_seg *s = db->segs[i];
+
+		if (s->doomed && (db->closing || s->doomed_version < oldest) &&
+		    n < 64)
+			gone[n++] = s;
+		else
+			db->segs[j++] = s;
+	}
+	db->nsegs = j;
+	pthread_rwlock_unlock(&db->segs_lock);
+	for (size_t i = 0; i < n; i++) {
+		uint32_t id = gone[i]->seg->id;
+
+		seg_close(gone[i]->seg);
+		free(gone[i]);
+		if (!db->closing || !db->failed)
+			seg_remove(db->env->io, db->dir, id);
+	}
+}
+
+/* Step 1 */
+static struct db_seg *victim_pick(struct bdb *db, uint32_t below)
+{
+	struct db_seg *best = NULL;
+	double best_score = 0;
+
+	pthread_rwlock_rdlock(&db->segs_lock);
+	for (size_t i = 0; i < db->nsegs; i++) {
+		struct db_seg *s = db->segs[i];
+		double u, age, score;
+
+		if (!s->sealed || s->doomed || s->seg->id >= below ||
+		    s->live >= s->used)
+			continue;
+		u = s->used > SEG_HEADER_SIZE ? (double)s->live / s->used : 0;
+		age = (double)(db->txn - s->created_txn) + 1;
+		score = (1 - u) * age / (1 + u);
+		if (!best || score > best_score) {
+			best = s;
+			best_score = score;
+		}
+	}
+	pthread_rwlock_unlock(&db->segs_lock);
+	return best;
+}
+
+static void usage(struct bdb *db, uint64_t *used, uint64_t *live)
+{
+	*used = *live = 0;
+	pthread_rwlock_rdlock(&db->segs_lock);
+	for (size_t i = 0; i < db->nsegs; i++) {
+		if (db->segs[i]->doomed)
+			continue;
+		*used += db->segs[i]->used;
+		*live += db->segs[i]->live;
+	}
+	pthread_rwlock_unlock(&db->segs_lock);
+}
+
+static bool gc_done(struct bdb *db, double ratio)
+{
+	uint64_t used, live;
+
+	if (ratio <= 1)
+		return false;
+	usage(db, &used, &live);
+	return used <= ratio * (double)live + 2.0 * db->env->opts.seg_min;
+}
+
+static uint32_t victim_bound(struct bdb *db)
+{
+	uint32_t below, blobs;
+
+	db_writer_enter(db);
+	below = bptr_seg(db->cp_addr);
+	blobs = db_blobs_min_seg(db);
+	db_writer_leave(db);
+	return blobs < below ? blobs : below;
+}
+
+static int gc_one(struct bdb *db, struct bgc_stats *st, bool *progress)
+{
+	struct db_seg *s;
+	uint64_t moved = 0, used;
+	int err;
+
+	s = victim_pick(db, victim_bound(db));
+	*progress = false;
+	if (!s)
+		return 0;
+	used = s->used;
+	err = victim_batches(db, s, &moved);
+	if (!err)
+		err = victim_doom(db, s);
+	if (err)
+		return err;
+	st->segments_freed++;
+	st->bytes_moved += moved;
+	st->bytes_freed += used;
+	*progress = true;
+	return 0;
+}
+
+int bdb_gc(struct bdb *db, double ratio, struct bgc_stats *out)
+{
+	struct bgc_stats st = { 0 };
+	bool progress = true, checkpointed = false;
+	int err = 0;
+
+	pthread_mutex_lock(&db->gc_lock);
+	for (unsigned rounds = 0; rounds < 100000 && !gc_done(db, ratio); rounds++) {
+		err = gc_one(db, &st, &progress);
+		if (err)
+			break;
+		if (!progress) {
+			/* Garbage may sit after the last checkpoint. */
+			if (checkpointed)
+				break;
+			err = bdb_checkpoint(db);
+			checkpointed = true;
+			if (err)
+				break;
+		}
+		db_free_doomed(db);
+	}
+	db_free_doomed(db);
+	pthread_mutex_unlock(&db->gc_lock);
+	if (out)
+		*out = st;
+	return err;
+}
+
+/* ---- the background thread ---- */
+
+static bool gc_wanted(struct bdb *db, double trigger)
+{
+	uint64_t used, live;
+
+	usage(db, &used, &live);
+	return used > trigger * (double)live + 4.0 * db->env->opts.seg_min;
+}
+
+void *env_gc_main(void *arg)
+{
+	struct benv *env = arg;
+	struct timespec ts;
+
+	pthread_mutex_lock(&env->lock);
+	while (!env->gc_stop) {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 200 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&env->gc_cond, &env->lock, &ts);
+		for (size_t i = 0; i < env->ndbs && !env->gc_stop; i++) {
+			struct bdb *db = env->dbs[i];
+
+			if (!db->failed && !db->flush_err &&
+			    gc_wanted(db, env->opts.gc_trigger))
+				bdb_gc(db, env->opts.gc_trigger, NULL);
+			pthread_mutex_lock(&db->gc_lock);
+			db_free_doomed(db);
+			pthread_mutex_unlock(&db->gc_lock);
+		}
+	}
+	pthread_mutex_unlock(&env->lock);
+	return NULL;
+}
+
+/* ---- check ---- */
+
+struct check {
+	struct bdb *db;
+	int (*cb)(void *arg, const struct bdb_recinfo *ri);
+	void *arg;
+	uint64_t corrupt;
+	bool stop;
+};
+
+static void check_report(struct check *c, uint32_t seg, uint64_t off,
+			 const struct rec_hdr *h, const void *payload,
+			 const char *error)
+{
+	struct bdb_recinfo ri = {
+		.seg = seg, .off = off, .error = error, .payload = payload,
+	};
+
+	if (h) {
+		ri.type = h->type;
+		ri.len = h->len;
+		ri.txn = h->txn;
+	}
+	if (error)
+		c->corrupt++;
+	if (!c->stop && c->cb && c->cb(c->arg, &ri))
+		c->stop = true;
+}
+
+/* After a corrupt record at off, find the next offset where a record
+ * validates; returns used when none does. */
+static uint64_t check_resync(const struct db_seg *s, uint64_t off)
+{
+	size_t win = 1u << 20;
+	uint8_t *buf = malloc(win);
+	struct rec_hdr h;
+	uint64_t at = off + REC_ALIGN;
+
+	if (!buf)
+		return s->used;
+	while (at < s->used) {
+		ssize_t n = s->seg->io->ops->read(s->seg->file, buf, win, at);
+
+		if (n <= (ssize_t)REC_HEADER_SIZE)
+			break;
+		for (size_t i = 0; i + REC_HEADER_SIZE <= (size_t)n && at + i < s->used;
+		     i += REC_ALIGN) {
+			if (rec_validate(s->seg, at + i, buf + i, n - i, true, &h) == 0) {
+				free(buf);
+				return at + i;
+			}
+		}
+		at += (uint64_t)n - REC_HEADER_SIZE - (n - REC_HEADER_SIZE) % REC_ALIGN;
+	}
+	free(buf);
+	return s->used;
+}
+
+static int check_segment(struct check *c, const struct db_seg *s)
+{
+	uint64_t from = SEG_HEADER_SIZE, off = 0;
+	struct seg_scan sc;
+	struct rec_hdr h;
+	const void *payload;
+	int ret = 0;
+
+	while (from < s->used && !c->stop) {
+		seg_scan_init(&sc, s->seg, from, true);
+		while (!c->stop && (ret = seg_scan_next(&sc, &h, &payload, &off)) > 0 &&
+		       off < s->used)
+			check_report(c, s->seg->id, off, &h, payload, NULL);
+		from = sc.off;
+		seg_scan_release(&sc);
+		if (ret < 0)
+			return ret;
+		if (from >= s->used || c->stop)
+			break;
+		/* Log the reason, then report and step over the damage. */
+		{
+			uint8_t hdr[REC_HEADER_SIZE];
+			ssize_t n = s->seg->io->ops->read(s->seg->file, hdr,
+							  sizeof(hdr), from);
+			struct rec_hdr bad;
+
+			if (n == (ssize_t)sizeof(hdr))
+				rec_validate(s->seg, from, hdr, sizeof(hdr), true, &bad);
+		}
+		check_report(c, s->seg->id, from, NULL, NULL,
+			     "record does not validate (checksum or frame)");
+		from = check_resync(s, from);
+	}
+	return 0;
+}
+
+/* Every index entry must name a record that reads back as itself. */
+static int check_table(struct check *c, struct bsnap *snap, uint32_t id)
+{
+	struct bcursor *cur;
+	struct bentry e;
+	int ret;
+
+	ret = bsnap_scan(snap, id, NULL, 0, NULL, 0, 0, &cur);
+	if (ret)
+		return ret == BARREL_E_NOTFOUND ? 0 : ret;
+	while ((ret = bcursor_next(cur, &e)) != 0) {
+		if (ret == BARREL_E_CORRUPT) {
+			check_report(c, 0, 0, NULL, NULL,
+				     "index entry names a corrupt record");
+			break;
+		}
+		if (ret < 0)
+			break;
+	}
+	bcursor_free(cur);
+	return ret == BARREL_E_CORRUPT ? 0 : ret;
+}
+
+int bdb_check(struct bdb *db, int (*cb)(void *arg,
+		const struct bdb_recinfo *ri), void *arg, uint64_t *corrupt)
+{
+	struct check c = { .db = db, .cb = cb, .arg = arg };
+	struct bsnap *snap = NULL;
+	int err = 0;
+
+	pthread_mutex_lock(&db->gc_lock);
+	pthread_rwlock_rdlock(&db->segs_lock);
+	for (size_t i = 0; i < db->nsegs && !err && !c.stop; i++) {
+		const struct db_seg *s = db->segs[i];
+
+		pthread_rwlock_unlock(&db->segs_lock);
+		err = check_segment(&c, s);
+		pthread_rwlock_rdlock(&db->segs_lock);
+	}
+	pthread_rwlock_unlock(&db->segs_lock);
+	if (!err)
+		err = bdb_snapshot(db, &snap);
+	for (uint32_t id = DB_FIRST_USER_TABLE; !err && id < db->ninfo; id++)
+		err = check_table(&c, snap, id);
+	bsnap_release(snap);
+	pthread_mutex_unlock(&db->gc_lock);
+	if (corrupt)
+		*corrupt = c.corrupt;
+	return err;
+}
