@@ -256,8 +256,8 @@ static int victim_doom(struct bdb *db, struct db_seg *s)
 	pthread_rwlock_wrlock(&db->segs_lock);
 	if (err)
 		s->doomed = false;
-	else
-		s->doomed_version = db->ver_number;
+	else	/* versions before the checkpoint's may still point here */
+		s->doomed_version = db->ver_number - 1;
 	pthread_rwlock_unlock(&db->segs_lock);
 	db_writer_leave(db);
 	return err;
@@ -375,10 +375,29 @@ static int gc_one(struct bdb *db, struct bgc_stats *st, bool *progress)
 	return 0;
 }
 
+/*
+ * No victim: the garbage is in the open segment or after the checkpoint.
+ * Seal the open segment when it holds garbage, then checkpoint, so
+ * both become collectable.
+ */
+static int gc_checkpoint(struct bdb *db)
+{
+	int err = 0;
+
+	db_writer_enter(db);
+	if (db->open && db->open->live < db->open->used * 9 / 10)
+		err = db_roll(db);
+	if (!err)
+		err = db_checkpoint_locked(db, false);
+	db_writer_leave(db);
+	return err;
+}
+
 int bdb_gc(struct bdb *db, double ratio, struct bgc_stats *out)
 {
 	struct bgc_stats st = { 0 };
-	bool progress = true, checkpointed = false;
+	bool progress = true;
+	unsigned checkpoints = 0;
 	int err = 0;
 
 	pthread_mutex_lock(&db->gc_lock);
@@ -388,10 +407,9 @@ int bdb_gc(struct bdb *db, double ratio, struct bgc_stats *out)
 			break;
 		if (!progress) {
 			/* Garbage may sit after the last checkpoint. */
-			if (checkpointed)
+			if (checkpoints++ == 2)
 				break;
-			err = bdb_checkpoint(db);
-			checkpointed = true;
+			err = gc_checkpoint(db);
 			if (err)
 				break;
 		}

@@ -404,6 +404,7 @@ static int open_new_segment(struct bdb *db, uint64_t need)
 		return err;
 	}
 	db->next_seg_id++;
+	atomic_fetch_add((_Atomic uint64_t *)&db->bytes_written, SEG_HEADER_SIZE);
 	s->used = SEG_HEADER_SIZE;
 	s->created_txn = db->txn;
 	pthread_rwlock_wrlock(&db->segs_lock);
@@ -763,7 +764,7 @@ static int txn_move(struct btxn *t, uint32_t need)
 	tables_restore(t);
 	err = db_roll(db);
 	if (!err)
-		err = open_new_segment(db, (oldlen + need + rec_size(24)) * 2);
+		err = open_new_segment(db, oldlen + need + rec_size(24));
 	if (err)
 		return err;
 	t->buf = NULL;
