@@ -281,6 +281,11 @@ static uint32_t bt_live(const struct bt_node *n, unsigned from, unsigned to)
 	return sum;
 }
 
+static void bt_dirty_sub(struct bt_store *st, uint32_t bytes)
+{
+	st->dirty_bytes -= st->dirty_bytes < bytes ? st->dirty_bytes : bytes;
+}
+
 /* A private, writable copy of n (dirty, one reference). */
 static struct bt_node *bt_node_clone(struct bt_store *st,
 				     const struct bt_node *n)
@@ -856,6 +861,8 @@ static int bt_path_copy(struct bt_store *st, struct bt_path *p, unsigned d,
 
 	if (!c)
 		return -ENOMEM;
+	if (old->mem)	/* the copy replaces a dirty node in the tree */
+		bt_dirty_sub(st, old->mem->bytes);
 	if (!old->mem && old->addr) {
 		p->rel[p->nrel].addr = old->addr;
 		p->rel[p->nrel].size = old->size;
@@ -1137,6 +1144,8 @@ static int bt_own_kid(struct bt_store *st, struct bt_node *p, unsigned l,
 	bt_unpin(st, &pin);
 	if (!c)
 		return -ENOMEM;
+	if (ref->mem)	/* the copy replaces a dirty node in the tree */
+		bt_dirty_sub(st, ref->mem->bytes);
 	bt_ref_drop(st, ref);
 	*ref = (struct bt_ref){ c, 0, 0 };
 	*out = c;
@@ -1290,8 +1299,7 @@ static int bt_write_node(struct bt_store *st, struct bt_node *n)
 		free(buf);
 		return err;
 	}
-	st->dirty_bytes -= st->dirty_bytes < n->bytes ? st->dirty_bytes :
-			   n->bytes;
+	bt_dirty_sub(st, n->bytes);
 	bt_cache_written(st, n->wr_addr, n->wr_size, buf, n->bytes);
 	return 0;
 }

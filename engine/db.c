@@ -558,7 +558,7 @@ int bdb_stat(struct bdb *db, struct bdb_stat *st)
 		const struct db_seg *g = db->segs[i];
 
 		st->segments++;
-		st->disk_bytes += g->sealed ? g->used : g->seg->capacity;
+		st->disk_bytes += g->used;
 		st->used_bytes += g->used;
 		st->live_bytes += g->live;
 	}

@@ -45,7 +45,7 @@ const char *barrel_strerror(int err)
 	e = err_lookup(err);
 	if (e)
 		return e->msg;
-	if (err < 0 && err > BARREL_E_FIRST)
+	if (err < 0 && err > -4096)
 		return strerror(-err);
 	return "unknown error";
 }
@@ -58,7 +58,7 @@ int barrel_errno(int err)
 		return 0;
 	if (e)
 		return e->errnum;
-	if (err < 0 && err > BARREL_E_FIRST)
+	if (err < 0 && err > -4096)
 		return -err;
 	return EIO;
 }

@@ -25,6 +25,7 @@
 
 #include <errno.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "engine/db_i.h"
 #include "engine/log.h"
@@ -292,6 +293,30 @@ void db_free_doomed(struct bdb *db)
 	}
 }
 
+static bool any_doomed(struct bdb *db)
+{
+	bool any = false;
+
+	pthread_rwlock_rdlock(&db->segs_lock);
+	for (size_t i = 0; i < db->nsegs && !any; i++)
+		any = db->segs[i]->doomed;
+	pthread_rwlock_unlock(&db->segs_lock);
+	return any;
+}
+
+/* Step 4 at the end of a pass: give readers of older snapshots up to a
+ * second to finish, so the space is back when bdb_gc returns. The GC thread
+ * frees whatever is left later. */
+static void free_doomed_wait(struct bdb *db)
+{
+	for (int i = 0; i < 100; i++) {
+		db_free_doomed(db);
+		if (!any_doomed(db))
+			return;
+		usleep(10000);
+	}
+}
+
 /* Step 1 */
 static struct db_seg *victim_pick(struct bdb *db, uint32_t below)
 {
@@ -415,7 +440,7 @@ int bdb_gc(struct bdb *db, double ratio, struct bgc_stats *out)
 		}
 		db_free_doomed(db);
 	}
-	db_free_doomed(db);
+	free_doomed_wait(db);
 	pthread_mutex_unlock(&db->gc_lock);
 	if (out)
 		*out = st;
@@ -469,7 +494,29 @@ struct check {
 	void *arg;
 	uint64_t corrupt;
 	bool stop;
+	bptr *seen;        /* corrupt records reported, to report each once */
+	size_t nseen, seen_cap;
 };
+
+static bool check_seen(struct check *c, uint32_t seg, uint64_t off)
+{
+	bptr p = bptr_make(seg, (uint32_t)off);
+
+	for (size_t i = 0; i < c->nseen; i++)
+		if (c->seen[i] == p)
+			return true;
+	if (c->nseen == c->seen_cap) {
+		size_t cap = c->seen_cap ? c->seen_cap * 2 : 16;
+		bptr *n = realloc(c->seen, cap * sizeof(*n));
+
+		if (!n)
+			return false;
+		c->seen = n;
+		c->seen_cap = cap;
+	}
+	c->seen[c->nseen++] = p;
+	return false;
+}
 
 static void check_report(struct check *c, uint32_t seg, uint64_t off,
 			 const struct rec_hdr *h, const void *payload,
@@ -484,6 +531,8 @@ static void check_report(struct check *c, uint32_t seg, uint64_t off,
 		ri.len = h->len;
 		ri.txn = h->txn;
 	}
+	if (error && seg && check_seen(c, seg, off))
+		return;
 	if (error)
 		c->corrupt++;
 	if (!c->stop && c->cb && c->cb(c->arg, &ri))
@@ -546,7 +595,7 @@ static int check_segment(struct check *c, const struct db_seg *s)
 			struct rec_hdr bad;
 
 			if (n == (ssize_t)sizeof(hdr))
-				rec_validate(s->seg, from, hdr, sizeof(hdr), true, &bad);
+				rec_validate(s->seg, from, hdr, sizeof(hdr), false, &bad);
 		}
 		check_report(c, s->seg->id, from, NULL, NULL,
 			     "record does not validate (checksum or frame)");
@@ -558,24 +607,38 @@ static int check_segment(struct check *c, const struct db_seg *s)
 /* Every index entry must name a record that reads back as itself. */
 static int check_table(struct check *c, struct bsnap *snap, uint32_t id)
 {
-	struct bcursor *cur;
-	struct bentry e;
+	struct bdb *db = c->db;
+	struct bt_iter *it;
+	const void *k, *v;
+	size_t klen, vlen;
+	struct db_entry e;
+	struct bval val;
 	int ret;
 
-	ret = bsnap_scan(snap, id, NULL, 0, NULL, 0, 0, &cur);
+	if (id >= snap->v->ntables || !snap->v->tables[id].exists)
+		return 0;
+	ret = bt_iter_new(&db->info[id]->store[IDX_KEY],
+			  &snap->v->tables[id].root, NULL, 0, NULL, 0, 0, &it);
 	if (ret)
-		return ret == BARREL_E_NOTFOUND ? 0 : ret;
-	while ((ret = bcursor_next(cur, &e)) != 0) {
-		if (ret == BARREL_E_CORRUPT) {
-			check_report(c, 0, 0, NULL, NULL,
-				     "index entry names a corrupt record");
-			break;
+		return ret;
+	while (!c->stop && (ret = bt_iter_next(it, &k, &klen, &v, &vlen)) > 0) {
+		ret = 0;
+		if (db_entry_decode(v, vlen, &e)) {
+			check_report(c, 0, 0, NULL, NULL, "malformed index entry");
+			continue;
 		}
-		if (ret < 0)
-			break;
+		if (e.kind != ENT_RECORD)
+			continue;
+		if (db_entry_value(db, &e, id, k, klen, &val) == 0) {
+			bval_release(&val);
+			continue;
+		}
+		check_report(c, bptr_seg(e.addr), bptr_off(e.addr), NULL, NULL,
+			     "index entry names a corrupt record");
 	}
-	bcursor_free(cur);
-	return ret == BARREL_E_CORRUPT ? 0 : ret;
+	bt_iter_free(it);
+	/* A node that does not validate was reported by the segment walk. */
+	return ret < 0 && ret != BARREL_E_CORRUPT ? ret : 0;
 }
 
 int bdb_check(struct bdb *db, int (*cb)(void *arg,
@@ -601,6 +664,7 @@ int bdb_check(struct bdb *db, int (*cb)(void *arg,
 		err = check_table(&c, snap, id);
 	bsnap_release(snap);
 	pthread_mutex_unlock(&db->gc_lock);
+	free(c.seen);
 	if (corrupt)
 		*corrupt = c.corrupt;
 	return err;

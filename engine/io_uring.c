@@ -107,7 +107,8 @@ static int ring_run(struct io_uring *ring, unsigned n, int *res)
 		while (err == -EINTR);
 		if (err)
 			return err;
-		res[cqe->user_data] = cqe->res;
+		if (cqe->user_data < n)
+			res[cqe->user_data] = cqe->res;
 		io_uring_cqe_seen(ring, cqe);
 	}
 	if (submitted < n)
@@ -119,7 +120,7 @@ static int ring_init(struct io_uring *ring, unsigned entries, unsigned flags)
 {
 	int err = io_uring_queue_init(entries, ring, flags);
 
-	/* Kernels before 6.0 do not know the optional flags. */
+	/* Kernels before 5.19 do not know the optional flags. */
 	if (err == -EINVAL && flags)
 		err = io_uring_queue_init(entries, ring, 0);
 	return err;
@@ -173,8 +174,7 @@ static int rring_get(struct uring_bio *io, struct rring **out)
 	r = calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;
-	err = ring_init(&r->ring, RRING_ENTRIES,
-			IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN);
+	err = ring_init(&r->ring, RRING_ENTRIES, IORING_SETUP_COOP_TASKRUN);
 	if (err)
 		goto out_free;
 	err = -pthread_setspecific(io->rkey, r);

@@ -215,9 +215,6 @@ int seg_create(struct bio *io, const char *dir, uint32_t id, uint64_t salt,
 			    &seg->file);
 	if (err)
 		goto out_free;
-	err = io->ops->allocate(seg->file, capacity);
-	if (err)
-		goto out_unlink;
 	seg_header_encode(h, id, salt, capacity);
 	w.file = seg->file;
 	err = io->ops->write_batch(io, &w, 1, true);

@@ -133,37 +133,48 @@ void db_versions_release_all(struct bdb *db)
 /* ---- reading records ---- */
 
 /* Copy a record from a write buffer if it lies there (stage_lock held). */
+static bool wbuf_holds(const struct db_wbuf *w, bptr addr, uint32_t size);
+
 static bool wbuf_copy(const struct db_wbuf *w, bptr addr, uint32_t size,
 		      uint8_t *dst)
 {
-	uint64_t off = bptr_off(addr);
-
-	if (!w->len || w->seg != bptr_seg(addr) || off < w->off ||
-	    off + size > w->off + w->len)
+	if (!wbuf_holds(w, addr, size))
 		return false;
-	memcpy(dst, w->data + (off - w->off), size);
+	memcpy(dst, w->data + (bptr_off(addr) - w->off), size);
 	return true;
 }
 
+static bool wbuf_holds(const struct db_wbuf *w, bptr addr, uint32_t size)
+{
+	uint64_t off = bptr_off(addr);
+
+	return w->len && w->seg == bptr_seg(addr) && off >= w->off &&
+	       off + size <= w->off + w->len;
+}
+
+/* Records not yet written (the writer reading its own recent commits) are
+ * read from the write buffers; returns 1 when addr is not buffered. */
 static int read_buffered(struct bdb *db, bptr addr, uint32_t size,
 			 uint8_t type, void **payload, uint32_t *len)
 {
 	struct rec_hdr h;
 	struct db_seg *s;
-	uint8_t *buf = malloc(size);
-	bool hit;
+	uint8_t *buf = NULL;
 	int err;
 
-	if (!buf)
-		return -ENOMEM;
 	pthread_mutex_lock(&db->stage_lock);
-	hit = wbuf_copy(&db->staged, addr, size, buf) ||
-	      wbuf_copy(&db->inflight, addr, size, buf);
-	pthread_mutex_unlock(&db->stage_lock);
-	if (!hit) {
-		free(buf);
+	if (wbuf_holds(&db->staged, addr, size) ||
+	    wbuf_holds(&db->inflight, addr, size)) {
+		buf = malloc(size);
+		if (buf && !wbuf_copy(&db->staged, addr, size, buf))
+			wbuf_copy(&db->inflight, addr, size, buf);
+	} else {
+		pthread_mutex_unlock(&db->stage_lock);
 		return 1;
 	}
+	pthread_mutex_unlock(&db->stage_lock);
+	if (!buf)
+		return -ENOMEM;
 	pthread_rwlock_rdlock(&db->segs_lock);
 	s = db_seg_find(db, bptr_seg(addr));
 	err = s ? rec_validate(s->seg, bptr_off(addr), buf, size, false, &h)

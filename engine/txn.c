@@ -323,6 +323,9 @@ static int apply_put(struct bdb *db, const struct db_put *p, bptr addr,
 	if (e.kind == ENT_RECORD)
 		db_live_add(db, addr, size);
 	blob_account(db, p, &e, 1);
+	if (p->table == DB_TABLE_BLOBS && p->klen == 12 &&
+	    get_be64(p->key) >= db->next_blob_id)
+		db->next_blob_id = get_be64(p->key) + 1;
 	if (p->table == DB_TABLE_CATALOG)
 		return catalog_put(db, p);
 	return 0;
