@@ -1,6 +1,7 @@
 #include "config.h"
 #include "engine/btree.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -33,6 +34,8 @@
  * heap + off and its value right after it, so a node payload decoded from
  * disk (whose entries are laid out the same way) is used in place. A
  * replaced entry leaves dead bytes; the heap is compacted when it grows.
+ * Slots also hold the first 8 key bytes as a number, so a binary search
+ * mostly stays in the slot array and touches the heap only on ties.
  *
  * Ownership. In-memory ("dirty") nodes are counted by the bt_refs naming
  * them and are immutable once a second reference exists. Clean nodes are
@@ -59,13 +62,14 @@
 #define BT_HEAP_SLACK 256u
 
 struct bt_slot {
+	uint64_t pfx;       /* bt_prefix() of the key */
 	uint32_t off;       /* key at heap + off, value right after it */
 	uint16_t klen;
 	uint16_t vlen;      /* 0 in internal nodes */
 };
 
 struct bt_node {
-	atomic_uint refs;   /* counted bt_refs (in-memory nodes); 0 when cached */
+	atomic_uint refs;   /* counted bt_refs to a dirty node; 0 when cached */
 	unsigned level;     /* 0: leaf */
 	unsigned count;     /* entries */
 	unsigned cap;       /* slots (and kids) allocated */
@@ -97,6 +101,20 @@ static int bt_cmp(const void *a, size_t alen, const void *b, size_t blen)
 	return (alen > blen) - (alen < blen);
 }
 
+/*
+ * The first 8 bytes of a key, zero-padded, as a big-endian number. Keys
+ * whose prefixes differ compare as their prefixes do (a zero pad sorts
+ * like the end of the shorter key); equal prefixes need the full keys.
+ */
+static inline uint64_t bt_prefix(const void *key, size_t klen)
+{
+	uint64_t v = 0;
+
+	if (klen)
+		memcpy(&v, key, klen < 8 ? klen : 8);
+	return be64toh(v);
+}
+
 static inline const uint8_t *bt_key(const struct bt_node *n, unsigned i)
 {
 	return n->heap + n->slot[i].off;
@@ -107,9 +125,14 @@ static inline const uint8_t *bt_val(const struct bt_node *n, unsigned i)
 	return n->heap + n->slot[i].off + n->slot[i].klen;
 }
 
+/* Compare key i of n with key, whose bt_prefix() is pfx. */
 static inline int bt_cmp_at(const struct bt_node *n, unsigned i,
-			    const void *key, size_t klen)
+			    const void *key, size_t klen, uint64_t pfx)
 {
+	uint64_t p = n->slot[i].pfx;
+
+	if (p != pfx)
+		return p < pfx ? -1 : 1;
 	return bt_cmp(bt_key(n, i), n->slot[i].klen, key, klen);
 }
 
@@ -128,17 +151,18 @@ static inline uint32_t bt_slot_bytes(const struct bt_node *n, unsigned i)
 static unsigned bt_lower_bound(const struct bt_node *n, const void *key,
 			       size_t klen, bool *eq)
 {
+	uint64_t pfx = bt_prefix(key, klen);
 	unsigned lo = 0, hi = n->count;
 
 	while (lo < hi) {
 		unsigned mid = lo + (hi - lo) / 2;
 
-		if (bt_cmp_at(n, mid, key, klen) < 0)
+		if (bt_cmp_at(n, mid, key, klen, pfx) < 0)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
-	*eq = lo < n->count && bt_cmp_at(n, lo, key, klen) == 0;
+	*eq = lo < n->count && bt_cmp_at(n, lo, key, klen, pfx) == 0;
 	return lo;
 }
 
@@ -146,12 +170,13 @@ static unsigned bt_lower_bound(const struct bt_node *n, const void *key,
 static unsigned bt_upper_bound(const struct bt_node *n, const void *key,
 			       size_t klen)
 {
+	uint64_t pfx = bt_prefix(key, klen);
 	unsigned lo = 0, hi = n->count;
 
 	while (lo < hi) {
 		unsigned mid = lo + (hi - lo) / 2;
 
-		if (bt_cmp_at(n, mid, key, klen) <= 0)
+		if (bt_cmp_at(n, mid, key, klen, pfx) <= 0)
 			lo = mid + 1;
 		else
 			hi = mid;
@@ -162,12 +187,13 @@ static unsigned bt_upper_bound(const struct bt_node *n, const void *key,
 /* The child of an internal node that holds key (the fence is ignored). */
 static unsigned bt_route(const struct bt_node *n, const void *key, size_t klen)
 {
+	uint64_t pfx = bt_prefix(key, klen);
 	unsigned lo = 1, hi = n->count;
 
 	while (lo < hi) {
 		unsigned mid = lo + (hi - lo) / 2;
 
-		if (bt_cmp_at(n, mid, key, klen) <= 0)
+		if (bt_cmp_at(n, mid, key, klen, pfx) <= 0)
 			lo = mid + 1;
 		else
 			hi = mid;
@@ -206,11 +232,11 @@ void bt_ref_release(struct bt_ref *r)
 	struct bt_node *n = r->mem;
 
 	*r = BT_REF_EMPTY;
-	if (!n || atomic_fetch_sub_explicit(&n->refs, 1,
-					    memory_order_release) != 1)
-		return;
-	atomic_thread_fence(memory_order_acquire);
-	bt_node_free(n);
+	/* acq_rel: the last holder sees every other holder's reads done
+	 * (a plain release plus an acquire fence, in a form TSan follows) */
+	if (n && atomic_fetch_sub_explicit(&n->refs, 1,
+					   memory_order_acq_rel) == 1)
+		bt_node_free(n);
 }
 
 /* Is this the only reference to its in-memory node? */
@@ -364,8 +390,8 @@ static void bt_node_insert(struct bt_node *n, unsigned i, const void *key,
 			(n->count - i) * sizeof(*n->kid));
 		n->kid[i] = kid;
 	}
-	n->slot[i] = (struct bt_slot){ n->heap_len, (uint16_t)klen,
-				       (uint16_t)vlen };
+	n->slot[i] = (struct bt_slot){ bt_prefix(key, klen), n->heap_len,
+				       (uint16_t)klen, (uint16_t)vlen };
 	if (klen)
 		memcpy(n->heap + n->heap_len, key, klen);
 	if (vlen)
@@ -395,7 +421,8 @@ static void bt_node_set(struct bt_node *n, unsigned i, const void *key,
 
 	n->bytes -= bt_slot_bytes(n, i);
 	n->heap_dead += s->klen + s->vlen;
-	*s = (struct bt_slot){ n->heap_len, (uint16_t)klen, (uint16_t)vlen };
+	*s = (struct bt_slot){ bt_prefix(key, klen), n->heap_len,
+			       (uint16_t)klen, (uint16_t)vlen };
 	if (klen)
 		memcpy(n->heap + n->heap_len, key, klen);
 	if (vlen)
@@ -409,7 +436,8 @@ static int bt_node_set_fence(struct bt_node *n, const void *fence, size_t flen)
 {
 	int err;
 
-	if (!n->level || !n->count || bt_cmp_at(n, 0, fence, flen) == 0)
+	if (!n->level || !n->count ||
+	    bt_cmp_at(n, 0, fence, flen, bt_prefix(fence, flen)) == 0)
 		return 0;
 	err = bt_node_reserve(n, 0, (uint32_t)flen);
 	if (err)
@@ -517,7 +545,8 @@ static int bt_check(const void *buf, uint32_t len, struct bt_check *c)
 	int err;
 
 	if (len < BT_HDR)
-		return bt_bad(c, "short header (have %u, expect >= %u)", len, BT_HDR);
+		return bt_bad(c, "short header (have %u, expect >= %u)", len,
+			      BT_HDR);
 	c->level = p[0];
 	c->count = get_le16(p + 2);
 	if (c->level >= BT_MAX_DEPTH)
@@ -570,6 +599,7 @@ static int bt_decode(void *buf, uint32_t len, const struct bt_check *c,
 		s->klen = get_le16(p + off);
 		s->vlen = n->level ? 0 : get_le16(p + off + 2);
 		s->off = off + (n->level ? 2 : 4);
+		s->pfx = bt_prefix(p + s->off, s->klen);
 		off = s->off + s->klen + s->vlen;
 		if (n->level) {
 			n->kid[i] = (struct bt_ref){ NULL, get_le64(p + off),
@@ -1563,4 +1593,18 @@ void bt_iter_free(struct bt_iter *it)
 	bt_ref_release(&it->root);
 	free(it->bound);
 	free(it);
+}
+
+uint64_t bt_dirty_size(const struct bt_ref *root)
+{
+	const struct bt_node *n = root->mem;
+	uint64_t sum;
+
+	if (!n)
+		return 0;
+	sum = n->bytes;
+	if (n->level)
+		for (unsigned i = 0; i < n->count; i++)
+			sum += bt_dirty_size(&n->kid[i]);
+	return sum;
 }

@@ -106,6 +106,14 @@ int bt_del(struct bt_store *st, struct bt_ref *root, const void *key,
 int bt_flush(struct bt_store *st, struct bt_ref *root);
 
 /*
+ * Exact bytes of the in-memory (dirty) nodes reachable from root; walks
+ * them. st->dirty_bytes is a running estimate that drifts upward (nodes
+ * freed by splits and merges are not subtracted); callers that act on it
+ * correct it with this.
+ */
+uint64_t bt_dirty_size(const struct bt_ref *root);
+
+/*
  * GC support. The clean node record at addr, at tree level `level`
  * (0 = leaf) whose first key is key, is being moved: if it is still part of
  * the tree at *root, copy the path to it so the next bt_flush rewrites it,

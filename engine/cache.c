@@ -43,7 +43,7 @@ struct bcache_handle {
 	bcache_free_fn destroy;
 	size_t charge;
 	unsigned pins;                  /* protected by the stripe lock */
-	bool ref;                       /* CLOCK bit; protected by the stripe lock */
+	bool ref;                       /* CLOCK bit; protected likewise */
 };
 
 struct bcache_stripe {

@@ -92,6 +92,23 @@ int db_store_init(struct bdb *db, uint32_t table)
 	return 0;
 }
 
+uint64_t db_dirty_bytes_exact(struct bdb *db)
+{
+	uint64_t n = 0;
+
+	for (uint32_t i = 0; i < db->ntables; i++) {
+		if (!db->info[i])
+			continue;
+		db->info[i]->store[IDX_KEY].dirty_bytes =
+			bt_dirty_size(&db->tables[i].root);
+		db->info[i]->store[IDX_SEQ].dirty_bytes =
+			bt_dirty_size(&db->tables[i].seq_root);
+		n += db->info[i]->store[0].dirty_bytes +
+		     db->info[i]->store[1].dirty_bytes;
+	}
+	return n;
+}
+
 uint64_t db_dirty_bytes(struct bdb *db)
 {
 	uint64_t n = 0;

@@ -491,7 +491,7 @@ int benv_list(struct benv *env, int (*cb)(void *arg, const char *name),
 	err = env->io->ops->list(env->io, env->dir, collect_name, &l);
 	if (!err)
 		err = l.err;
-	if (!err)
+	if (!err && l.n)
 		qsort(l.names, l.n, sizeof(*l.names), cmp_str);
 	for (size_t i = 0; i < l.n; i++) {
 		if (!err && cb(arg, l.names[i]))

@@ -296,6 +296,8 @@ int db_checkpoint_locked(struct bdb *db, bool clean);
 int db_head_write(struct bdb *db, bool clean);
 int db_store_init(struct bdb *db, uint32_t table);
 uint64_t db_dirty_bytes(struct bdb *db);
+/* The same, recomputed by walking the dirty nodes (writer slot held). */
+uint64_t db_dirty_bytes_exact(struct bdb *db);
 
 struct db_head {
 	bool clean;

@@ -1,11 +1,13 @@
 /*
  * Garbage collection, and check.
  *
- * GC protocol (DESIGN.md "GC"), one victim at a time:
- *   1. Choose a sealed segment wholly before the last checkpoint record by
- *      LFS cost-benefit, (1 - u) * age / (1 + u), u = live / used bytes.
- *      Segments holding chunks of unlinked blobs are skipped.
- *   2. Scan its records in batches; for each batch, with the writer slot:
+ * GC protocol (DESIGN.md "GC"), in rounds of up to 8 victims:
+ *   1. Choose sealed segments wholly before the last checkpoint record by
+ *      LFS cost-benefit, (1 - u) * age / (1 + u), u = live / used bytes,
+ *      skipping those more than `worth` live (0.8 for the background
+ *      thread) and those holding chunks of unlinked blobs.
+ *   2. Scan each victim's records in batches; for each batch, with the
+ *      writer slot:
  *      a. BLOB records still named by the blobs table are copied to the
  *         open segment; NODE records still part of an index are marked
  *         dirty (bt_touch) so the next checkpoint rewrites them;
@@ -14,11 +16,15 @@
  *         locations; it commits like any other.
  *      Every other record (DEL, COMMIT, CHECKPOINT, superseded data) is
  *      garbage.
- *   3. Mark the victim doomed and checkpoint: the new checkpoint no longer
- *      lists it and no index points into it.
- *   4. Delete the file once every version published before that checkpoint
- *      is released (readers of older snapshots may still read from it).
- * GC needs room for one victim's live data at a time, never twice the
+ *   3. Mark the round's victims doomed and checkpoint once: the new
+ *      checkpoint no longer lists them and no index points into them.
+ *   4. Delete the files once every version published before that
+ *      checkpoint is released (readers of older snapshots may still read
+ *      from them).
+ * A pass stops when the target ratio is met, nothing is worth collecting,
+ * or a round did not shrink the database (moving data rewrites the index
+ * nodes it touches; a round must free more than it writes).
+ * GC needs room for one round's live data, never a second copy of the
  * database.
  */
 #include "config.h"
@@ -31,6 +37,8 @@
 #include "engine/log.h"
 
 #define GC_BATCH_BYTES (4u << 20)
+/* The background thread leaves segments more than 80% live alone. */
+#define GC_BACKGROUND_WORTH 0.8
 
 struct gc_move {
 	uint8_t type;
@@ -244,21 +252,24 @@ static int victim_batches(struct bdb *db, struct db_seg *s, uint64_t *moved)
 	return ret < 0 ? ret : 0;
 }
 
-/* Steps 3: doom the victim and checkpoint without it. */
-static int victim_doom(struct bdb *db, struct db_seg *s)
+/* Step 3: doom the victims and checkpoint without them. */
+static int victims_doom(struct bdb *db, struct db_seg **v, size_t n)
 {
 	int err;
 
 	db_writer_enter(db);
 	pthread_rwlock_wrlock(&db->segs_lock);
-	s->doomed = true;
+	for (size_t i = 0; i < n; i++)
+		v[i]->doomed = true;
 	pthread_rwlock_unlock(&db->segs_lock);
 	err = db_checkpoint_locked(db, false);
 	pthread_rwlock_wrlock(&db->segs_lock);
-	if (err)
-		s->doomed = false;
-	else	/* versions before the checkpoint's may still point here */
-		s->doomed_version = db->ver_number - 1;
+	for (size_t i = 0; i < n; i++) {
+		if (err)
+			v[i]->doomed = false;
+		else	/* versions before the checkpoint's may still point here */
+			v[i]->doomed_version = db->ver_number - 1;
+	}
 	pthread_rwlock_unlock(&db->segs_lock);
 	db_writer_leave(db);
 	return err;
@@ -304,7 +315,7 @@ static bool any_doomed(struct bdb *db)
 	return any;
 }
 
-/* Step 4 at the end of a pass: give readers of older snapshots up to a
+/* Step 4 at the end of an explicit pass: give readers of older snapshots up to a
  * second to finish, so the space is back when bdb_gc returns. The GC thread
  * frees whatever is left later. */
 static void free_doomed_wait(struct bdb *db)
@@ -317,30 +328,55 @@ static void free_doomed_wait(struct bdb *db)
 	}
 }
 
-/* Step 1 */
-static struct db_seg *victim_pick(struct bdb *db, uint32_t below)
+struct victim {
+	struct db_seg *seg;
+	double score;
+};
+
+static int victim_cmp(const void *a, const void *b)
 {
-	struct db_seg *best = NULL;
-	double best_score = 0;
+	double x = ((const struct victim *)a)->score;
+	double y = ((const struct victim *)b)->score;
+
+	return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/*
+ * Step 1: up to max victims, best first: sealed segments wholly before
+ * `below`, at most `worth` live, by cost-benefit. Returns how many.
+ */
+static size_t victims_pick(struct bdb *db, uint32_t below, double worth,
+			   struct db_seg **out, size_t max)
+{
+	struct victim *v;
+	size_t n = 0;
 
 	pthread_rwlock_rdlock(&db->segs_lock);
-	for (size_t i = 0; i < db->nsegs; i++) {
+	v = calloc(db->nsegs ? db->nsegs : 1, sizeof(*v));
+	for (size_t i = 0; v && i < db->nsegs; i++) {
 		struct db_seg *s = db->segs[i];
-		double u, age, score;
+		double u, age;
 
 		if (!s->sealed || s->doomed || s->seg->id >= below ||
 		    s->live >= s->used)
 			continue;
 		u = s->used > SEG_HEADER_SIZE ? (double)s->live / s->used : 0;
+		if (u > worth)
+			continue;
 		age = (double)(db->txn - s->created_txn) + 1;
-		score = (1 - u) * age / (1 + u);
-		if (!best || score > best_score) {
-			best = s;
-			best_score = score;
-		}
+		v[n++] = (struct victim){ s, (1 - u) * age / (1 + u) };
 	}
 	pthread_rwlock_unlock(&db->segs_lock);
-	return best;
+	if (!v)
+		return 0;
+	if (n)
+		qsort(v, n, sizeof(*v), victim_cmp);
+	if (n > max)
+		n = max;
+	for (size_t i = 0; i < n; i++)
+		out[i] = v[i].seg;
+	free(v);
+	return n;
 }
 
 static void usage(struct bdb *db, uint64_t *used, uint64_t *live)
@@ -377,27 +413,33 @@ static uint32_t victim_bound(struct bdb *db)
 	return blobs < below ? blobs : below;
 }
 
-static int gc_one(struct bdb *db, struct bgc_stats *st, bool *progress)
-{
-	struct db_seg *s;
-	uint64_t moved = 0, used;
-	int err;
+#define GC_ROUND_VICTIMS 8
+#define GC_ROUND_BYTES (64u << 20)
 
-	s = victim_pick(db, victim_bound(db));
-	*progress = false;
-	if (!s)
-		return 0;
-	used = s->used;
-	err = victim_batches(db, s, &moved);
-	if (!err)
-		err = victim_doom(db, s);
-	if (err)
-		return err;
-	st->segments_freed++;
-	st->bytes_moved += moved;
-	st->bytes_freed += used;
-	*progress = true;
-	return 0;
+/* One round: steps 1-3 for a few victims, sharing one checkpoint. */
+static int gc_round(struct bdb *db, double worth, struct bgc_stats *st,
+		    size_t *done)
+{
+	struct db_seg *v[GC_ROUND_VICTIMS];
+	uint64_t moved = 0, freed = 0, live = 0;
+	size_t n, k;
+	int err = 0;
+
+	n = victims_pick(db, victim_bound(db), worth, v, GC_ROUND_VICTIMS);
+	for (k = 0; k < n && live < GC_ROUND_BYTES && !err; k++) {
+		live += v[k]->live;
+		freed += v[k]->used;
+		err = victim_batches(db, v[k], &moved);
+	}
+	if (!err && k)
+		err = victims_doom(db, v, k);
+	*done = err ? 0 : k;
+	if (!err) {
+		st->segments_freed += k;
+		st->bytes_moved += moved;
+		st->bytes_freed += freed;
+	}
+	return err;
 }
 
 /*
@@ -418,28 +460,49 @@ static int gc_checkpoint(struct bdb *db)
 	return err;
 }
 
-int bdb_gc(struct bdb *db, double ratio, struct bgc_stats *out)
+/*
+ * A pass: rounds until the ratio is met, nothing is worth collecting, or a
+ * round gains nothing (moving live data and rewriting the index it touches
+ * must free more than it writes).
+ */
+static int gc_pass(struct bdb *db, double ratio, double worth,
+		   struct bgc_stats *st)
 {
-	struct bgc_stats st = { 0 };
-	bool progress = true;
+	uint64_t used, live, before;
 	unsigned checkpoints = 0;
+	size_t done;
 	int err = 0;
 
-	pthread_mutex_lock(&db->gc_lock);
-	for (unsigned rounds = 0; rounds < 100000 && !gc_done(db, ratio); rounds++) {
-		err = gc_one(db, &st, &progress);
+	for (unsigned rounds = 0; rounds < 1024 && !gc_done(db, ratio); rounds++) {
+		usage(db, &before, &live);
+		err = gc_round(db, worth, st, &done);
 		if (err)
 			break;
-		if (!progress) {
-			/* Garbage may sit after the last checkpoint. */
+		if (!done) {
+			/* Garbage may sit in the open segment or after the
+			 * last checkpoint. */
 			if (checkpoints++ == 2)
 				break;
 			err = gc_checkpoint(db);
 			if (err)
 				break;
+			continue;
 		}
 		db_free_doomed(db);
+		usage(db, &used, &live);
+		if (used >= before)
+			break;
 	}
+	return err;
+}
+
+int bdb_gc(struct bdb *db, double ratio, struct bgc_stats *out)
+{
+	struct bgc_stats st = { 0 };
+	int err;
+
+	pthread_mutex_lock(&db->gc_lock);
+	err = gc_pass(db, ratio, ratio <= 1 ? 1.0 : 0.95, &st);
 	free_doomed_wait(db);
 	pthread_mutex_unlock(&db->gc_lock);
 	if (out)
@@ -474,10 +537,12 @@ void *env_gc_main(void *arg)
 		for (size_t i = 0; i < env->ndbs && !env->gc_stop; i++) {
 			struct bdb *db = env->dbs[i];
 
+			struct bgc_stats st = { 0 };
+
+			pthread_mutex_lock(&db->gc_lock);
 			if (!db->failed && !db->flush_err &&
 			    gc_wanted(db, env->opts.gc_trigger))
-				bdb_gc(db, env->opts.gc_trigger, NULL);
-			pthread_mutex_lock(&db->gc_lock);
+				gc_pass(db, env->opts.gc_trigger, GC_BACKGROUND_WORTH, &st);
 			db_free_doomed(db);
 			pthread_mutex_unlock(&db->gc_lock);
 		}

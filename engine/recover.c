@@ -444,7 +444,8 @@ int db_recover(struct bdb *db)
 		err = db->env->io->ops->list(db->env->io, db->dir, collect_seg, &ids);
 	if (err)
 		goto out_free;
-	qsort(ids.ids, ids.n, sizeof(*ids.ids), cmp_u32);
+	if (ids.n)
+		qsort(ids.ids, ids.n, sizeof(*ids.ids), cmp_u32);
 	if (found) {
 		err = load_checkpoint(db, &h, &ids);
 		first = bptr_seg(h.cp_addr);

@@ -17,6 +17,7 @@ struct bcursor {
 	uint32_t table;
 	bool changes;
 	struct bval cur;
+	uint8_t entbuf[BT_MAX_VAL];   /* changes: the key index entry */
 };
 
 struct db_watch {
@@ -382,6 +383,30 @@ int bsnap_changes(struct bsnap *s, uint32_t table, uint64_t since,
 	return err;
 }
 
+/* A changes entry names a key; its value and seq come from the key index,
+ * which must agree. */
+static int change_entry(struct bcursor *c, const void *seqkey, const void *k,
+			size_t klen, uint8_t *buf, struct db_entry *e)
+{
+	struct bsnap *s = c->snap;
+	size_t vlen;
+	int err;
+
+	if (klen == 0 || klen > BDB_MAX_KEY)
+		return BARREL_E_CORRUPT;
+	err = bt_get(&s->db->info[c->table]->store[IDX_KEY],
+		     &s->v->tables[c->table].root, k, klen, buf, &vlen);
+	if (!err)
+		err = db_entry_decode(buf, vlen, e);
+	if (err == BARREL_E_NOTFOUND || (!err && e->seq != get_be64(seqkey))) {
+		barrel_log(BLOG_ERR, "%s: sequence index names %.*s at seq %llu, the key index disagrees",
+			   s->db->name, (int)(klen > 64 ? 64 : klen),
+			   (const char *)k, (unsigned long long)get_be64(seqkey));
+		err = BARREL_E_CORRUPT;
+	}
+	return err;
+}
+
 int bcursor_next(struct bcursor *c, struct bentry *out)
 {
 	const void *k, *v;
@@ -394,17 +419,16 @@ int bcursor_next(struct bcursor *c, struct bentry *out)
 	if (ret <= 0)
 		return ret;
 	if (c->changes) {
-		const uint8_t *b = v;
-
-		if (vlen < 2 || (size_t)get_le16(b) + 2 > vlen)
+		if (klen != 8)
 			return BARREL_E_CORRUPT;
-		klen = get_le16(b);
-		k = b + 2;
-		v = b + 2 + klen;
-		vlen -= 2 + klen;
-	}
-	if (db_entry_decode(v, vlen, &e))
+		ret = change_entry(c, k, v, vlen, c->entbuf, &e);
+		if (ret)
+			return ret;
+		k = v;
+		klen = vlen;
+	} else if (db_entry_decode(v, vlen, &e)) {
 		return BARREL_E_CORRUPT;
+	}
 	out->key = k;
 	out->klen = klen;
 	out->seq = e.seq;

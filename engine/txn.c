@@ -263,22 +263,23 @@ static int seq_index_del(struct bdb *db, struct db_table *t, uint32_t id,
 }
 
 static int seq_index_put(struct bdb *db, struct db_table *t,
-			 const struct db_put *p, const uint8_t *ent, size_t elen)
+			 const struct db_put *p)
 {
-	uint8_t k[8], v[BT_MAX_VAL];
+	uint8_t k[8];
 
 	put_be64(k, p->seq);
-	put_le16(v, p->klen);
-	memcpy(v + 2, p->key, p->klen);
-	memcpy(v + 2 + p->klen, ent, elen);
-	return bt_put(&db->info[p->table]->store[IDX_SEQ], &t->seq_root, k, 8, v,
-		      2 + p->klen + elen, NULL, NULL, NULL);
+	return bt_put(&db->info[p->table]->store[IDX_SEQ], &t->seq_root, k, 8,
+		      p->key, p->klen, NULL, NULL, NULL);
 }
 
-/* The old entry a put or delete replaced: release what it held. */
+/*
+ * The old entry a put or delete replaced: release what it held. *same_seq
+ * tells a put that the sequence index already names the key at its seq
+ * (a GC move), so it is left alone.
+ */
 static int entry_replaced(struct bdb *db, struct db_table *t,
 			  const struct db_put *p, const uint8_t *old,
-			  size_t oldlen)
+			  size_t oldlen, bool *same_seq)
 {
 	struct db_entry e;
 
@@ -287,7 +288,8 @@ static int entry_replaced(struct bdb *db, struct db_table *t,
 	if (e.kind == ENT_RECORD)
 		db_live_add(db, e.addr, -(int64_t)e.size);
 	blob_account(db, p, &e, -1);
-	if (t->flags & BDB_TABLE_SEQ)
+	*same_seq = p->val && e.seq == p->seq;
+	if ((t->flags & BDB_TABLE_SEQ) && !*same_seq)
 		return seq_index_del(db, t, p->table, e.seq);
 	return 0;
 }
@@ -299,7 +301,7 @@ static int apply_put(struct bdb *db, const struct db_put *p, bptr addr,
 	struct db_entry e = { .seq = p->seq, .val = p->val, .vlen = p->vlen };
 	struct db_table *t = table_get(db, p->table);
 	size_t elen, oldlen = 0;
-	bool existed = false;
+	bool existed = false, same_seq = false;
 	int err;
 
 	if (!t)
@@ -313,11 +315,11 @@ static int apply_put(struct bdb *db, const struct db_put *p, bptr addr,
 	if (err)
 		return err;
 	if (existed)
-		err = entry_replaced(db, t, p, old, oldlen);
+		err = entry_replaced(db, t, p, old, oldlen, &same_seq);
 	else
 		t->entries++;
-	if (!err && (t->flags & BDB_TABLE_SEQ))
-		err = seq_index_put(db, t, p, ent, elen);
+	if (!err && (t->flags & BDB_TABLE_SEQ) && !same_seq)
+		err = seq_index_put(db, t, p);
 	if (err)
 		return err;
 	if (e.kind == ENT_RECORD)
@@ -336,6 +338,7 @@ static int apply_del(struct bdb *db, const struct db_put *p)
 	uint8_t old[BT_MAX_VAL];
 	struct db_table *t = table_get(db, p->table);
 	size_t oldlen = 0;
+	bool same_seq;
 	int err;
 
 	if (!t)
@@ -345,7 +348,7 @@ static int apply_del(struct bdb *db, const struct db_put *p)
 	if (err)
 		return err;
 	t->entries--;
-	err = entry_replaced(db, t, p, old, oldlen);
+	err = entry_replaced(db, t, p, old, oldlen, &same_seq);
 	if (!err && p->table == DB_TABLE_CATALOG)
 		catalog_del(db, old, oldlen);
 	return err;
@@ -423,6 +426,24 @@ static int open_new_segment(struct bdb *db, uint64_t need)
 	return 0;
 }
 
+/* The open segment holds nothing yet: remove it rather than seal it. */
+static int drop_empty_open(struct bdb *db)
+{
+	struct db_seg *s = db->open;
+	size_t j = 0;
+
+	pthread_rwlock_wrlock(&db->segs_lock);
+	for (size_t i = 0; i < db->nsegs; i++)
+		if (db->segs[i] != s)
+			db->segs[j++] = db->segs[i];
+	db->nsegs = j;
+	pthread_rwlock_unlock(&db->segs_lock);
+	db->open = NULL;
+	seg_close(s->seg);
+	free(s);
+	return seg_remove(db->env->io, db->dir, db->next_seg_id - 1);
+}
+
 int db_roll(struct bdb *db)
 {
 	struct db_seg *s = db->open;
@@ -431,6 +452,8 @@ int db_roll(struct bdb *db)
 
 	if (!s)
 		return 0;
+	if (db->tail == SEG_HEADER_SIZE && s->seg->id == db->next_seg_id - 1)
+		return drop_empty_open(db);
 	pthread_mutex_lock(&db->stage_lock);
 	gen = db->stage_gen;
 	pthread_mutex_unlock(&db->stage_lock);
@@ -987,8 +1010,10 @@ static int txn_stage(struct btxn *t, uint64_t *gen)
 
 static bool checkpoint_due(struct bdb *db)
 {
+	uint64_t limit = db->env->opts.cache_budget / 4;
+
 	return db->log_since_cp >= db->env->opts.checkpoint_bytes ||
-	       db_dirty_bytes(db) >= db->env->opts.cache_budget / 4;
+	       (db_dirty_bytes(db) >= limit && db_dirty_bytes_exact(db) >= limit);
 }
 
 int db_txn_commit_locked(struct btxn *t, uint64_t *gen)

@@ -21,10 +21,20 @@
  * dominates loops of millions of checks; these call into Check only when
  * they fail.
  */
-#define OK(c) do { if (!(c)) ck_abort_msg("assertion '%s' failed", #c); } while (0)
-#define OKMSG(c, ...) do { if (!(c)) ck_abort_msg(__VA_ARGS__); } while (0)
-#define CMP_(T, F, a, op, b) do { T a_ = (T)(a), b_ = (T)(b); \
-	if (!(a_ op b_)) ck_abort_msg("'%s %s %s' failed: " F " vs " F, #a, #op, #b, a_, b_); } while (0)
+#define OK(c) do { \
+	if (!(c)) \
+		ck_abort_msg("assertion '%s' failed", #c); \
+} while (0)
+#define OKMSG(c, ...) do { \
+	if (!(c)) \
+		ck_abort_msg(__VA_ARGS__); \
+} while (0)
+#define CMP_(T, F, a, op, b) do { \
+	T a_ = (T)(a), b_ = (T)(b); \
+	if (!(a_ op b_)) \
+		ck_abort_msg("'%s %s %s' failed: " F " vs " F, #a, #op, #b, \
+			     a_, b_); \
+} while (0)
 #define EQ(a, b) CMP_(long long, "%lld", a, ==, b)
 #define GE(a, b) CMP_(long long, "%lld", a, >=, b)
 #define UEQ(a, b) CMP_(unsigned long long, "%llu", a, ==, b)
@@ -145,7 +155,7 @@ static void leak_check(void)
 {
 #if defined(__SANITIZE_ADDRESS__)
 	OKMSG(__lsan_do_recoverable_leak_check() == 0,
-		      "LeakSanitizer found leaks");
+	      "LeakSanitizer found leaks");
 #endif
 }
 
@@ -265,7 +275,7 @@ static void do_put(struct bt_ref *root, struct model *m, unsigned id,
 	bool existed = true;
 
 	EQ(bt_put(&st, root, k, kl, v, vl, old, &oldlen,
-				&existed), 0);
+		  &existed), 0);
 	EQ(existed, m->ver[id] >= 0);
 	if (existed) {
 		wl = mkval(id, (unsigned)m->ver[id], want);
@@ -329,7 +339,7 @@ static void check_range(const struct bt_ref *root, const struct model *m,
 	unsigned long seen = 0;
 
 	EQ(bt_iter_new(&st, root, lo, lolen, hi, hilen, flags,
-				     &it), 0);
+		       &it), 0);
 	for (unsigned n = 0; n < NKEYS; n++) {
 		unsigned id = m->order[rev ? NKEYS - 1 - n : n];
 		uint8_t k[BT_MAX_KEY], v[BT_MAX_VAL];
@@ -348,8 +358,8 @@ static void check_range(const struct bt_ref *root, const struct model *m,
 		EQ(bt_iter_next(it, &ik, &ikl, &iv, &ivl), 1);
 		vl = mkval(id, (unsigned)m->ver[id], v);
 		OKMSG(ikl == kl && memcmp(ik, k, kl) == 0,
-			      "iterator key %.*s, want %.*s (entry %lu)",
-			      (int)ikl, (const char *)ik, (int)kl, k, seen);
+		      "iterator key %.*s, want %.*s (entry %lu)",
+		      (int)ikl, (const char *)ik, (int)kl, k, seen);
 		UEQ(ivl, vl);
 		OK(vl == 0 || memcmp(iv, v, vl) == 0);
 		seen++;
@@ -446,7 +456,7 @@ static void audit_node(struct audit *a, uint64_t addr, uint32_t size,
 	r = &fs.rec[addr - 1];
 	UEQ(r->len, size);
 	OKMSG(!a->reach[addr], "node %llu reached twice",
-		      (unsigned long long)addr);
+	      (unsigned long long)addr);
 	a->reach[addr] = true;
 	audit_parse(r, n);
 	if (want >= 0)
@@ -454,15 +464,15 @@ static void audit_node(struct audit *a, uint64_t addr, uint32_t size,
 	else
 		a->height = n->level + 1;
 	OKMSG(r->len <= BT_NODE_TARGET || n->count == 1,
-		      "oversized node: %u bytes, %u entries", r->len, n->count);
+	      "oversized node: %u bytes, %u entries", r->len, n->count);
 	if (a->fill && !root)
 		OKMSG(r->len >= BT_NODE_TARGET / 4,
-			      "underfull node: %u bytes", r->len);
+		      "underfull node: %u bytes", r->len);
 	for (unsigned i = 0; i < n->count; i++) {
 		OK(in_range(n->key[i], n->klen[i], lo, hi));
 		if (i)
 			OK(kcmp(n->key[i - 1], n->klen[i - 1], n->key[i],
-				       n->klen[i]) < 0);
+				n->klen[i]) < 0);
 	}
 	*min = (struct bound){ n->key[0], n->klen[0] };
 	if (!n->level) {
@@ -471,7 +481,8 @@ static void audit_node(struct audit *a, uint64_t addr, uint32_t size,
 		return;
 	}
 	for (unsigned i = 0; i < n->count; i++) {
-		struct bound clo = i ? (struct bound){ n->key[i], n->klen[i] } : lo;
+		struct bound key_i = { n->key[i], n->klen[i] };
+		struct bound clo = i ? key_i : lo;
 		struct bound chi = i + 1 < n->count ?
 			(struct bound){ n->key[i + 1], n->klen[i + 1] } : hi;
 		struct bound cmin;
@@ -516,8 +527,8 @@ static void check_accounting(const struct bt_ref *root)
 	UEQ(fs.bad_releases, 0);
 	for (size_t a = 1; a <= fs.n; a++)
 		OKMSG(reach[a] != fs.rec[a - 1].released,
-			      "record %zu: reachable %d, released %d", a,
-			      reach[a], fs.rec[a - 1].released);
+		      "record %zu: reachable %d, released %d", a,
+		      reach[a], fs.rec[a - 1].released);
 	free(reach);
 }
 
@@ -658,7 +669,7 @@ START_TEST(test_sequential_and_dirty_bytes)
 		size_t kl = (size_t)snprintf((char *)k, sizeof(k), "s%08u", i);
 
 		EQ(bt_put(&st, &root, k, kl, v, 8, NULL, NULL,
-					NULL), 0);
+			  NULL), 0);
 	}
 	UGT(st.dirty_bytes, 20000u * 20);
 	UEQ(fs.writes, 0);
@@ -726,6 +737,48 @@ START_TEST(test_snapshots)
 	bt_ref_release(&root);
 	model_free(&m);
 	model_free(&m1);
+}
+END_TEST
+
+/* Flushing a tree shared with a reader leaves the reader's in-memory
+ * nodes alone: an iterator standing in them keeps working (under ASan a
+ * freed node would be caught here). */
+START_TEST(test_flush_shared)
+{
+	struct bt_ref root = BT_REF_EMPTY;
+	struct model m;
+	struct bt_iter *it;
+	const void *k, *v;
+	size_t kl, vl;
+	unsigned long n = 0, j = 0;
+
+	model_init(&m);
+	for (unsigned i = 0; i < 20000; i++)
+		do_put(&root, &m, i, 1);
+	EQ(bt_iter_new(&st, &root, NULL, 0, NULL, 0, 0, &it), 0);
+	for (; n < 100; n++)
+		EQ(bt_iter_next(it, &k, &kl, &v, &vl), 1);
+	EQ(bt_flush(&st, &root), 0);
+	ISNULL(root.mem);
+	for (unsigned i = 0; i < 20000; i += 3)
+		do_del(&root, &m, i);
+	/* the iterator still sees ids 0..19999, in key order */
+	for (unsigned long skip = 0; skip < 100; j++)
+		skip += m.order[j] < 20000;
+	while (bt_iter_next(it, &k, &kl, &v, &vl) == 1) {
+		uint8_t want[16];
+
+		while (m.order[j] >= 20000)
+			j++;
+		OK(kl == mkkey(m.order[j], want) && memcmp(k, want, kl) == 0);
+		j++;
+		n++;
+	}
+	UEQ(n, 20000);
+	bt_iter_free(it);
+	check_all(&root, &m);
+	bt_ref_release(&root);
+	model_free(&m);
 }
 END_TEST
 
@@ -842,10 +895,10 @@ START_TEST(test_huge_entries)
 		huge_key(i * 2, k);
 		memset(v, (int)(i & 0xff), BT_MAX_VAL);
 		EQ(bt_put(&st, &root, k, BT_MAX_KEY, v, BT_MAX_VAL,
-					NULL, NULL, NULL), 0);
+			  NULL, NULL, NULL), 0);
 		/* a small neighbour */
 		EQ(bt_put(&st, &root, k + BT_MAX_KEY - 20, 20, v,
-					1, NULL, NULL, NULL), 0);
+			  1, NULL, NULL, NULL), 0);
 		if (i == 1500)
 			EQ(bt_flush(&st, &root), 0);
 	}
@@ -858,10 +911,10 @@ START_TEST(test_huge_entries)
 		UEQ(out[BT_MAX_VAL - 1], i & 0xff);
 		huge_key(i * 2 + 1, k);
 		EQ(bt_get(&st, &root, k, BT_MAX_KEY, out, &ol),
-				 BARREL_E_NOTFOUND);
+		   BARREL_E_NOTFOUND);
 	}
 	EQ(bt_iter_new(&st, &root, NULL, 0, NULL, 0,
-				     BT_ITER_REVERSE, &it), 0);
+		       BT_ITER_REVERSE, &it), 0);
 	while (bt_iter_next(it, &ik, &ikl, &iv, &ivl) == 1)
 		n += ikl == BT_MAX_KEY;
 	bt_iter_free(it);
@@ -887,19 +940,19 @@ START_TEST(test_toobig)
 	size_t ol;
 
 	EQ(bt_put(&st, &root, k, BT_MAX_KEY + 1, v, 1, NULL,
-				NULL, NULL), BARREL_E_TOOBIG);
+		  NULL, NULL), BARREL_E_TOOBIG);
 	OK(bt_ref_is_empty(&root));
 	EQ(bt_put(&st, &root, k, 1, v, BT_MAX_VAL, NULL, NULL,
-				NULL), 0);
+		  NULL), 0);
 	before = root;
 	EQ(bt_put(&st, &root, k, 1, v, BT_MAX_VAL + 1, NULL,
-				NULL, NULL), BARREL_E_TOOBIG);
+		  NULL, NULL), BARREL_E_TOOBIG);
 	OK(root.mem == before.mem);
 	EQ(bt_get(&st, &root, k, 1, out, &ol), 0);
 	UEQ(ol, BT_MAX_VAL);
 	/* the empty key and the empty value are fine */
 	EQ(bt_put(&st, &root, NULL, 0, NULL, 0, NULL, NULL,
-				NULL), 0);
+		  NULL), 0);
 	EQ(bt_get(&st, &root, "", 0, out, &ol), 0);
 	UEQ(ol, 0);
 	bt_ref_release(&root);
@@ -1114,7 +1167,7 @@ START_TEST(test_corrupt_fuzz)
 		uint8_t k[BT_MAX_KEY], v[BT_MAX_VAL];
 
 		EQ(bt_put(&st, &root, k, mkkey(i, k), v,
-					mkval(i, 1, v), NULL, NULL, NULL), 0);
+			  mkval(i, 1, v), NULL, NULL, NULL), 0);
 	}
 	EQ(bt_flush(&st, &root), 0);
 	nreal = fs.n;
@@ -1132,7 +1185,7 @@ START_TEST(test_corrupt_fuzz)
 		}
 		err = probe(buf, len);
 		OK(err == 0 || err == BARREL_E_NOTFOUND ||
-			  err == BARREL_E_CORRUPT);
+		   err == BARREL_E_CORRUPT);
 	}
 	for (unsigned t = 0; t < 5000; t++) {
 		const struct frec *r = &fs.rec[rnd() % nreal];
@@ -1146,7 +1199,7 @@ START_TEST(test_corrupt_fuzz)
 			buf[rnd() % len] ^= (uint8_t)(1u << (rnd() % 8));
 		err = probe(buf, len);
 		OK(err == 0 || err == BARREL_E_NOTFOUND ||
-			  err == BARREL_E_CORRUPT);
+		   err == BARREL_E_CORRUPT);
 	}
 	bt_ref_release(&root);
 }
@@ -1324,57 +1377,76 @@ static void publish(const struct bt_ref *root, bool done)
 	bt_ref_release(&old);
 }
 
-/* The snapshot holds "t0".."tM" with M from key "meta", and nothing else. */
+/* A reader's verdict: Check's assertions may only fail in the main thread. */
+struct reader {
+	pthread_t th;
+	uint64_t seed;
+	char why[128];          /* empty while all is well */
+};
+
+#define RCHECK(r, c) do { \
+	if (!(c)) { \
+		snprintf((r)->why, sizeof((r)->why), "line %d: %s", \
+			 __LINE__, #c); \
+		goto out_release; \
+	} \
+} while (0)
+
+/* Check one snapshot: it holds "t0".."tM" for M in "meta", nothing else. */
+static void reader_check(struct reader *r, struct bt_ref *snap, bool scan)
+{
+	uint8_t k[16], v[16];
+	size_t kl, vl;
+	unsigned m;
+
+	RCHECK(r, bt_get(&st, snap, "meta", 4, v, &vl) == 0);
+	RCHECK(r, vl == sizeof(m));
+	memcpy(&m, v, sizeof(m));
+	for (unsigned j = 0; j < 64; j++) {
+		unsigned i;
+
+		r->seed = r->seed * 6364136223846793005ull + 1;
+		i = (unsigned)((r->seed >> 33) % (m + 2));
+		kl = tkey(i, k);
+		if (i > m) {
+			RCHECK(r, bt_get(&st, snap, k, kl, v, &vl) ==
+				  BARREL_E_NOTFOUND);
+			continue;
+		}
+		RCHECK(r, bt_get(&st, snap, k, kl, v, &vl) == 0);
+		RCHECK(r, vl == sizeof(i) && memcmp(v, &i, sizeof(i)) == 0);
+	}
+	if (scan) {
+		struct bt_iter *it;
+		const void *ik, *iv;
+		size_t ikl, ivl;
+		unsigned long n = 0;
+
+		RCHECK(r, bt_iter_new(&st, snap, "t", 1, "u", 1, 0, &it) == 0);
+		while (bt_iter_next(it, &ik, &ikl, &iv, &ivl) == 1)
+			n++;
+		bt_iter_free(it);
+		RCHECK(r, n == (unsigned long)m + 1);
+	}
+out_release:
+	bt_ref_release(snap);
+}
+
 static void *reader(void *arg)
 {
-	uint64_t seed = (uintptr_t)arg * 7919 + 1;
+	struct reader *r = arg;
 	unsigned long rounds = 0;
 	bool done = false;
 
-	while (!done) {
+	while (!done && !r->why[0]) {
 		struct bt_ref snap;
-		uint8_t k[16], v[16];
-		size_t kl, vl;
-		unsigned m;
 
 		pthread_mutex_lock(&pub.lock);
 		snap = bt_ref_dup(&pub.root);
 		done = pub.done;
 		pthread_mutex_unlock(&pub.lock);
-		if (bt_ref_is_empty(&snap))
-			continue;
-		EQ(bt_get(&st, &snap, "meta", 4, v, &vl), 0);
-		UEQ(vl, sizeof(m));
-		memcpy(&m, v, sizeof(m));
-		for (unsigned j = 0; j < 64; j++) {
-			unsigned i;
-
-			seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-			i = (unsigned)((seed >> 33) % (m + 2));
-			kl = tkey(i, k);
-			if (i <= m) {
-				EQ(bt_get(&st, &snap, k, kl, v, &vl), 0);
-				UEQ(vl, sizeof(i));
-				OK(memcmp(v, &i, sizeof(i)) == 0);
-			} else {
-				EQ(bt_get(&st, &snap, k, kl, v, &vl),
-						 BARREL_E_NOTFOUND);
-			}
-		}
-		if (rounds++ % 50 == 0) {
-			struct bt_iter *it;
-			const void *ik, *iv;
-			size_t ikl, ivl;
-			unsigned long n = 0;
-
-			EQ(bt_iter_new(&st, &snap, "t", 1, "u", 1, 0,
-						     &it), 0);
-			while (bt_iter_next(it, &ik, &ikl, &iv, &ivl) == 1)
-				n++;
-			bt_iter_free(it);
-			UEQ(n, (unsigned long)m + 1);
-		}
-		bt_ref_release(&snap);
+		if (!bt_ref_is_empty(&snap))
+			reader_check(r, &snap, rounds++ % 50 == 0);
 	}
 	return NULL;
 }
@@ -1384,37 +1456,39 @@ static void *reader(void *arg)
 START_TEST(test_threads)
 {
 	struct bt_ref root = BT_REF_EMPTY;
-	pthread_t th[3];
+	struct reader rd[3];
 	uint8_t k[16];
 
 	pthread_mutex_init(&pub.lock, NULL);
 	pub.root = BT_REF_EMPTY;
 	pub.done = false;
-	for (uintptr_t t = 0; t < 3; t++)
-		EQ(pthread_create(&th[t], NULL, reader,
-						(void *)t), 0);
+	for (unsigned t = 0; t < 3; t++) {
+		rd[t] = (struct reader){ .seed = t * 7919 + 1 };
+		EQ(pthread_create(&rd[t].th, NULL, reader, &rd[t]), 0);
+	}
 	for (unsigned i = 0; i < TW_KEYS; i++) {
 		unsigned junk = i + TW_KEYS;
 
 		/* a transient key, visible to no published snapshot */
-		EQ(bt_put(&st, &root, k, tkey(junk, k), &junk,
-					sizeof(junk), NULL, NULL, NULL), 0);
-		EQ(bt_put(&st, &root, k, tkey(i, k), &i, sizeof(i),
-					NULL, NULL, NULL), 0);
-		EQ(bt_del(&st, &root, k, tkey(junk, k), NULL,
-					NULL), 0);
-		EQ(bt_put(&st, &root, "meta", 4, &i, sizeof(i),
-					NULL, NULL, NULL), 0);
+		EQ(bt_put(&st, &root, k, tkey(junk, k), &junk, sizeof(junk),
+			  NULL, NULL, NULL), 0);
+		EQ(bt_put(&st, &root, k, tkey(i, k), &i, sizeof(i), NULL, NULL,
+			  NULL), 0);
+		EQ(bt_del(&st, &root, k, tkey(junk, k), NULL, NULL), 0);
+		EQ(bt_put(&st, &root, "meta", 4, &i, sizeof(i), NULL, NULL,
+			  NULL), 0);
 		if (i % 4000 == 3999)
 			EQ(bt_flush(&st, &root), 0);
 		if (i % 50 == 0 || i + 1 == TW_KEYS)
 			publish(&root, i + 1 == TW_KEYS);
 	}
-	for (int t = 0; t < 3; t++)
-		pthread_join(th[t], NULL);
+	for (unsigned t = 0; t < 3; t++)
+		pthread_join(rd[t].th, NULL);
 	bt_ref_release(&pub.root);
 	bt_ref_release(&root);
 	pthread_mutex_destroy(&pub.lock);
+	for (unsigned t = 0; t < 3; t++)
+		OKMSG(!rd[t].why[0], "reader %u: %s", t, rd[t].why);
 }
 END_TEST
 
@@ -1430,6 +1504,7 @@ static Suite *btree_suite(void)
 	tcase_add_test(tc, test_delete_all);
 	tcase_add_test(tc, test_sequential_and_dirty_bytes);
 	tcase_add_test(tc, test_snapshots);
+	tcase_add_test(tc, test_flush_shared);
 	tcase_add_test(tc, test_iterators);
 	tcase_add_test(tc, test_iter_own_ref);
 	tcase_add_test(tc, test_huge_entries);

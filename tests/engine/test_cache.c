@@ -26,6 +26,7 @@ struct load_arg {
 	uint64_t ns, addr;
 	size_t charge;
 	int fail;               /* return this instead of loading */
+	bool slow;              /* take a while, so concurrent misses overlap */
 };
 
 static int load_obj(void *arg, void **out, size_t *charge)
@@ -35,6 +36,8 @@ static int load_obj(void *arg, void **out, size_t *charge)
 
 	if (a->fail)
 		return a->fail;
+	for (volatile int spin = 0; a->slow && spin < 2000; spin++)
+		;
 	o = malloc(sizeof(*o));
 	if (!o)
 		return -ENOMEM;
@@ -44,6 +47,16 @@ static int load_obj(void *arg, void **out, size_t *charge)
 	*charge = a->charge;
 	atomic_fetch_add(&loads, 1);
 	return 0;
+}
+
+static unsigned long nloads(void)
+{
+	return atomic_load(&loads);
+}
+
+static unsigned long nfrees(void)
+{
+	return atomic_load(&frees);
 }
 
 static void free_obj(void *p)
@@ -56,7 +69,7 @@ static void free_obj(void *p)
 static void get_pinned(struct bcache *c, uint64_t ns, uint64_t addr,
 		       size_t charge, struct bcache_handle **h)
 {
-	struct load_arg a = { ns, addr, charge, 0 };
+	struct load_arg a = { ns, addr, charge, 0, false };
 	const struct obj *o;
 
 	ck_assert_int_eq(bcache_get(c, ns, addr, load_obj, &a, free_obj, h), 0);
@@ -76,7 +89,7 @@ static void get_put(struct bcache *c, uint64_t ns, uint64_t addr, size_t charge)
 /* Is (ns, addr) cached? (looks it up with a loader that must not run) */
 static bool cached(struct bcache *c, uint64_t ns, uint64_t addr)
 {
-	struct load_arg a = { ns, addr, 1, -EAGAIN };
+	struct load_arg a = { ns, addr, 1, -EAGAIN, false };
 	struct bcache_handle *h;
 	int err = bcache_get(c, ns, addr, load_obj, &a, free_obj, &h);
 
@@ -118,9 +131,9 @@ START_TEST(test_stats)
 	ck_assert_uint_eq(s.evictions, 0);
 	ck_assert_uint_eq(s.bytes, 1050);
 	ck_assert_uint_eq(s.budget, 1 << 20);
-	ck_assert_uint_eq(atomic_load(&loads), 11);
+	ck_assert_uint_eq(nloads(), 11);
 	bcache_free(c);
-	ck_assert_uint_eq(atomic_load(&frees), 11);
+	ck_assert_uint_eq(nfrees(), 11);
 }
 END_TEST
 
@@ -137,10 +150,10 @@ START_TEST(test_budget)
 		ck_assert_uint_le(s.bytes, 10000);
 	}
 	ck_assert_uint_gt(s.bytes, 10000 - 300);
-	ck_assert_uint_eq(s.evictions, atomic_load(&frees));
+	ck_assert_uint_eq(s.evictions, nfrees());
 	ck_assert_uint_ge(s.evictions, 5000 - 100);
 	bcache_free(c);
-	ck_assert_uint_eq(atomic_load(&frees), atomic_load(&loads));
+	ck_assert_uint_eq(nfrees(), nloads());
 }
 END_TEST
 
@@ -187,7 +200,7 @@ START_TEST(test_clock_keeps_hot)
 	}
 	for (uint64_t h = 0; h < 16; h++)
 		ck_assert(cached(c, 1, h));
-	ck_assert_uint_eq(atomic_load(&loads), 16 + 10000);
+	ck_assert_uint_eq(nloads(), 16 + 10000);
 	bcache_free(c);
 }
 END_TEST
@@ -196,7 +209,7 @@ END_TEST
 START_TEST(test_load_error)
 {
 	struct bcache *c = bcache_new(1000);
-	struct load_arg a = { 1, 1, 10, -EIO };
+	struct load_arg a = { 1, 1, 10, -EIO, false };
 	struct bcache_handle *h;
 	struct bcache_stats s;
 
@@ -227,7 +240,7 @@ START_TEST(test_drop_ns)
 		ck_assert(cached(c, 2, a));
 	bcache_stats(c, &s);
 	ck_assert_uint_eq(s.bytes, 1010);
-	ck_assert_uint_eq(atomic_load(&frees), 99);
+	ck_assert_uint_eq(nfrees(), 99);
 	bcache_put(c, h);
 	bcache_free(c);
 }
@@ -235,7 +248,7 @@ END_TEST
 
 #define TH_N 4
 #define TH_GETS 100000
-#define TH_KEYS 2000
+#define TH_KEYS 700
 
 struct th_arg {
 	struct bcache *c;
@@ -255,7 +268,7 @@ static void *th_run(void *p)
 		x ^= x << 13;
 		x ^= x >> 7;
 		x ^= x << 17;
-		a = (struct load_arg){ x % 3, (x >> 8) % TH_KEYS, 64, 0 };
+		a = (struct load_arg){ x % 3, (x >> 8) % TH_KEYS, 64, 0, true };
 		if (bcache_get(t->c, a.ns, a.addr, load_obj, &a, free_obj, &h))
 			return (void *)1;
 		o = bcache_value(h);
@@ -266,18 +279,20 @@ static void *th_run(void *p)
 	return NULL;
 }
 
-/* Concurrent gets from several threads return the right objects and keep
- * the counters and the budget consistent. */
-START_TEST(test_threads)
+/* Concurrent gets and evictions from several threads return the right
+ * objects and keep the counters and the budget consistent. */
+START_TEST(test_threads_evict)
 {
 	struct bcache *c = bcache_new(500 * 64);
 	struct th_arg args[TH_N];
 	pthread_t th[TH_N];
 	struct bcache_stats s;
+	uint64_t distinct = 0;
 
 	for (unsigned i = 0; i < TH_N; i++) {
 		args[i] = (struct th_arg){ c, i + 1 };
-		ck_assert_int_eq(pthread_create(&th[i], NULL, th_run, &args[i]), 0);
+		ck_assert_int_eq(pthread_create(&th[i], NULL, th_run, &args[i]),
+				 0);
 	}
 	for (unsigned i = 0; i < TH_N; i++) {
 		void *ret;
@@ -289,10 +304,76 @@ START_TEST(test_threads)
 	ck_assert_uint_eq(s.hits + s.misses, (uint64_t)TH_N * TH_GETS);
 	ck_assert_uint_le(s.bytes, 500 * 64);
 	ck_assert_uint_gt(s.hits, 0);
-	ck_assert_uint_eq(atomic_load(&loads) - atomic_load(&frees),
+	ck_assert_uint_gt(s.evictions, 0);
+	ck_assert_uint_eq(nloads() - nfrees(),
 			  s.bytes / 64);
+	for (uint64_t ns = 0; ns < 3; ns++)
+		for (uint64_t a = 0; a < TH_KEYS; a++)
+			distinct += cached(c, ns, a);
+	ck_assert_uint_eq(distinct * 64, s.bytes);
 	bcache_free(c);
-	ck_assert_uint_eq(atomic_load(&loads), atomic_load(&frees));
+	ck_assert_uint_eq(nloads(), nfrees());
+}
+END_TEST
+
+#define RACE_KEYS 200
+
+static pthread_barrier_t race_bar;
+
+/* A loader that returns only once every thread is loading the same key. */
+static int load_together(void *arg, void **out, size_t *charge)
+{
+	pthread_barrier_wait(&race_bar);
+	return load_obj(arg, out, charge);
+}
+
+static void *race_run(void *p)
+{
+	struct bcache *c = p;
+
+	for (uint64_t k = 0; k < RACE_KEYS; k++) {
+		struct load_arg a = { 0, k, 64, 0, false };
+		struct bcache_handle *h;
+		const struct obj *o;
+
+		pthread_barrier_wait(&race_bar);
+		if (bcache_get(c, 0, k, load_together, &a, free_obj, &h))
+			return (void *)1;
+		o = bcache_value(h);
+		if (o->addr != k)
+			return (void *)2;
+		bcache_put(c, h);
+	}
+	return NULL;
+}
+
+/* Concurrent misses on one key all load it, but it is cached once: the
+ * losers pin the winner's object and theirs are destroyed. */
+START_TEST(test_threads_race)
+{
+	struct bcache *c = bcache_new(1 << 20);
+	pthread_t th[TH_N];
+	struct bcache_stats s;
+
+	pthread_barrier_init(&race_bar, NULL, TH_N);
+	for (unsigned i = 0; i < TH_N; i++)
+		ck_assert_int_eq(pthread_create(&th[i], NULL, race_run, c), 0);
+	for (unsigned i = 0; i < TH_N; i++) {
+		void *ret;
+
+		pthread_join(th[i], &ret);
+		ck_assert_ptr_null(ret);
+	}
+	pthread_barrier_destroy(&race_bar);
+	bcache_stats(c, &s);
+	ck_assert_uint_eq(s.misses, TH_N * RACE_KEYS);
+	ck_assert_uint_eq(nloads(), TH_N * RACE_KEYS);
+	ck_assert_uint_eq(nfrees(), (TH_N - 1) * RACE_KEYS);
+	ck_assert_uint_eq(s.bytes, RACE_KEYS * 64);
+	for (uint64_t k = 0; k < RACE_KEYS; k++)
+		ck_assert(cached(c, 0, k));
+	bcache_free(c);
+	ck_assert_uint_eq(nloads(), nfrees());
 }
 END_TEST
 
@@ -309,7 +390,8 @@ static Suite *cache_suite(void)
 	tcase_add_test(tc, test_clock_keeps_hot);
 	tcase_add_test(tc, test_load_error);
 	tcase_add_test(tc, test_drop_ns);
-	tcase_add_test(tc, test_threads);
+	tcase_add_test(tc, test_threads_evict);
+	tcase_add_test(tc, test_threads_race);
 	suite_add_tcase(s, tc);
 	return s;
 }

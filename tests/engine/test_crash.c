@@ -392,6 +392,16 @@ out:
 	return ret;
 }
 
+/* The number of a 6-byte "keyNNN" (borrowed keys are not NUL-terminated). */
+static int key_number(const void *key)
+{
+	char digits[4];
+
+	memcpy(digits, (const char *)key + 3, 3);
+	digits[3] = '\0';
+	return atoi(digits);
+}
+
 /* Changes feed of SEQ table t: live keys once each, ascending seq. */
 static int compare_changes(struct bsnap *snap, const struct model *m, int t,
 			   const uint64_t *seqs, bool tol, char *why, size_t wn)
@@ -416,7 +426,7 @@ static int compare_changes(struct bsnap *snap, const struct model *m, int t,
 		if (e.klen != 6 || memcmp(e.key, "key", 3) != 0)
 			MISMATCH("%s: changes: unexpected key '%.*s'", tname[t],
 				 (int)e.klen, (const char *)e.key);
-		k = atoi((const char *)e.key + 3);
+		k = key_number(e.key);
 		if (k < 0 || k >= NK || !m->kv[t][k].present)
 			MISMATCH("%s: changes: key%03d listed, model has it absent",
 				 tname[t], k);

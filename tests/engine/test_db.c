@@ -838,7 +838,7 @@ static void put_kv(struct btxn *txn, uint32_t t, const char *key, size_t klen)
 /* Scans return keys in memcmp order, forward and reverse, within bounds. */
 START_TEST(test_scan_order_bounds)
 {
-	static char keys[100][4];
+	static char keys[100][16];
 	struct kv all[100], want[100];
 	/* memcmp order, shorter prefix first */
 	static const struct kv bin[] = {
