@@ -540,6 +540,7 @@ int benv_drop(struct benv *env, const char *name)
 
 int bdb_stat(struct bdb *db, struct bdb_stat *st)
 {
+	struct bcache_stats cs;
 	struct bsnap *s;
 	int err = bdb_snapshot(db, &s);
 
@@ -564,6 +565,9 @@ int bdb_stat(struct bdb *db, struct bdb_stat *st)
 	}
 	pthread_rwlock_unlock(&db->segs_lock);
 	st->bytes_written = atomic_load((_Atomic uint64_t *)&db->bytes_written);
+	bcache_stats(db->env->cache, &cs);
+	st->cache_bytes = cs.bytes;
+	st->cache_budget = cs.budget;
 	return 0;
 }
 

@@ -279,6 +279,8 @@ struct bdb_stat {
 	uint64_t entries;          /* entries across all tables */
 	uint64_t bytes_written;    /* handed to the device since open */
 	unsigned tables;
+	uint64_t cache_bytes;      /* index nodes cached, whole environment */
+	uint64_t cache_budget;     /* the environment's cache budget */
 };
 
 int bdb_stat(struct bdb *db, struct bdb_stat *st);

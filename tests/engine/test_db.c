@@ -1767,6 +1767,59 @@ static void check_stat(struct bdb *db, const char *dir, uint64_t entries,
 		      (unsigned long long)st.disk_bytes);
 }
 
+/* A database many times larger than the cache budget opens and serves every
+ * key, and the node cache stays within its budget. */
+START_TEST(test_bounded_memory)
+{
+	char dir[PATH_MAX], key[16], val[200], got[200];
+	struct benv_opts o;
+	struct benv *env;
+	struct bdb *db;
+	struct btxn *txn;
+	struct bdb_stat st;
+	uint32_t t;
+	const int n = 20000;
+
+	new_datadir(dir, sizeof(dir));
+	small_opts(&o);
+	o.cache_budget = 128u << 10;
+	OK(benv_open(dir, &o, &env));
+	db = db_get(env, "db");
+	t = mk_table(db, "t", BDB_TABLE_SEQ);
+	for (int i = 0; i < n; i += 500) {
+		OK(bdb_begin(db, &txn));
+		for (int j = i; j < i + 500; j++) {
+			int klen = snprintf(key, sizeof(key), "m%07d", (j * 7919) % n);
+
+			tu_value(val, sizeof(val), (uint64_t)((j * 7919) % n), 3);
+			OK(btxn_put(txn, t, key, (size_t)klen, val, sizeof(val), NULL));
+		}
+		OK(btxn_commit(txn));
+	}
+	benv_close(env);
+	OK(benv_open(dir, &o, &env));
+	db = db_get(env, "db");
+	OK(bdb_table(db, "t", &t));
+	OK(bdb_stat(db, &st));
+	ck_assert_msg(st.used_bytes > 20 * (uint64_t)o.cache_budget,
+		      "database of %llu bytes is not many times the budget",
+		      (unsigned long long)st.used_bytes);
+	for (int i = 0; i < n; i++) {
+		int k = (i * 104729) % n, klen = snprintf(key, sizeof(key), "m%07d", k);
+
+		tu_value(got, sizeof(got), (uint64_t)k, 3);
+		expect_val(db, t, key, (size_t)klen, got, sizeof(got));
+	}
+	ck_assert_int_eq(count_scan(db, t), n);
+	OK(bdb_stat(db, &st));
+	ck_assert_msg(st.cache_bytes <= st.cache_budget,
+		      "cache holds %llu bytes, budget %llu",
+		      (unsigned long long)st.cache_bytes,
+		      (unsigned long long)st.cache_budget);
+	benv_close(env);
+}
+END_TEST
+
 /* bdb_stat and bdb_segments agree with each other and with the files. */
 START_TEST(test_stat_segments)
 {
@@ -1839,6 +1892,7 @@ static Suite *db_suite(void)
 	tcase_add_test(tc, test_persist_close_reopen);
 	tcase_add_test(tc, test_persist_replay);
 	tcase_add_test(tc, test_stat_segments);
+	tcase_add_test(tc, test_bounded_memory);
 	suite_add_tcase(s, tc);
 
 	tcase_add_unchecked_fixture(slow, base_setup, base_teardown);
