@@ -1,7 +1,8 @@
 /*
  * Garbage collection, and check.
  *
- * GC protocol (DESIGN.md "GC"), in rounds of up to 8 victims:
+ * GC protocol (DESIGN.md "GC"), in rounds of up to 64 victims or 64 MiB of
+ * live data:
  *   1. Choose sealed segments wholly before the last checkpoint record by
  *      LFS cost-benefit, (1 - u) * age / (1 + u), u = live / used bytes,
  *      skipping those more than `worth` live (0.8 for the background
@@ -402,30 +403,33 @@ static bool gc_done(struct bdb *db, double ratio)
 	return used <= ratio * (double)live + 2.0 * db->env->opts.seg_min;
 }
 
-static uint32_t victim_bound(struct bdb *db)
+static uint32_t victim_bound(struct bdb *db, uint32_t pass_start)
 {
 	uint32_t below, blobs;
 
 	db_writer_enter(db);
 	below = bptr_seg(db->cp_addr);
+	if (pass_start < below)
+		below = pass_start;
 	blobs = db_blobs_min_seg(db);
 	db_writer_leave(db);
 	return blobs < below ? blobs : below;
 }
 
-#define GC_ROUND_VICTIMS 8
+#define GC_ROUND_VICTIMS 64
 #define GC_ROUND_BYTES (64u << 20)
 
 /* One round: steps 1-3 for a few victims, sharing one checkpoint. */
-static int gc_round(struct bdb *db, double worth, struct bgc_stats *st,
-		    size_t *done)
+static int gc_round(struct bdb *db, double worth, uint32_t pass_start,
+		    struct bgc_stats *st, size_t *done)
 {
 	struct db_seg *v[GC_ROUND_VICTIMS];
 	uint64_t moved = 0, freed = 0, live = 0;
 	size_t n, k;
 	int err = 0;
 
-	n = victims_pick(db, victim_bound(db), worth, v, GC_ROUND_VICTIMS);
+	n = victims_pick(db, victim_bound(db, pass_start), worth, v,
+			 GC_ROUND_VICTIMS);
 	for (k = 0; k < n && live < GC_ROUND_BYTES && !err; k++) {
 		live += v[k]->live;
 		freed += v[k]->used;
@@ -470,12 +474,17 @@ static int gc_pass(struct bdb *db, double ratio, double worth,
 {
 	uint64_t used, live, before;
 	unsigned checkpoints = 0;
+	uint32_t pass_start;
 	size_t done;
 	int err = 0;
 
+	/* Segments written by this pass are not its victims: one sweep. */
+	db_writer_enter(db);
+	pass_start = db->next_seg_id;
+	db_writer_leave(db);
 	for (unsigned rounds = 0; rounds < 1024 && !gc_done(db, ratio); rounds++) {
 		usage(db, &before, &live);
-		err = gc_round(db, worth, st, &done);
+		err = gc_round(db, worth, pass_start, st, &done);
 		if (err)
 			break;
 		if (!done) {
