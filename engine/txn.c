@@ -553,11 +553,16 @@ uint64_t db_stage_version(struct bdb *db)
 	struct db_version *v = db_version_new(db), *old;
 	uint64_t gen;
 
+	/*
+	 * The version is a staged unit of its own: a flush that took the
+	 * bytes staged before it but not the version must not satisfy a wait
+	 * for it, or a commit would return before it is visible.
+	 */
 	pthread_mutex_lock(&db->stage_lock);
 	old = db->staged_ver;
 	db->staged_ver = v;
 	db->staged_seq = db->seq;
-	gen = db->stage_gen;
+	gen = ++db->stage_gen;
 	pthread_mutex_unlock(&db->stage_lock);
 	if (old)
 		db_version_put(db, old);
