@@ -405,8 +405,8 @@ out_free:
 void benv_close(struct benv *env)
 {
 	if (env->gc_running) {
+		atomic_store(&env->gc_stop, true);	/* ends a pass early */
 		pthread_mutex_lock(&env->lock);
-		env->gc_stop = true;
 		pthread_cond_broadcast(&env->gc_cond);
 		pthread_mutex_unlock(&env->lock);
 		pthread_join(env->gc_thread, NULL);

@@ -293,7 +293,7 @@ int bdb_segments(struct bdb *db,
 struct bdb_recinfo {
 	uint32_t seg;
 	uint64_t off;
-	uint8_t type;          /* enum rec_type in segment.h; 0 if corrupt */
+	uint8_t type;          /* record type (bdb_rec_type_name); 0 if corrupt */
 	uint32_t len;          /* payload bytes */
 	uint64_t txn;
 	const char *error;     /* NULL if valid, else why it is corrupt */
@@ -308,6 +308,10 @@ struct bdb_recinfo {
  */
 int bdb_check(struct bdb *db, int (*cb)(void *arg,
 		const struct bdb_recinfo *ri), void *arg, uint64_t *corrupt);
+
+/* Name of a record type of bdb_recinfo ("put", "commit", ...), or NULL
+ * when unknown. Static. */
+const char *bdb_rec_type_name(uint8_t type);
 
 /* Table name of id for dump output; NULL if unknown. Borrowed. */
 const char *bdb_table_name(struct bdb *db, uint32_t id);

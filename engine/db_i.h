@@ -180,7 +180,7 @@ struct benv {
 	uint64_t next_uid;
 	pthread_t gc_thread;
 	bool gc_running;
-	bool gc_stop;             /* env->lock */
+	atomic_bool gc_stop;      /* set before taking env->lock; polled by GC */
 	pthread_cond_t gc_cond;
 };
 

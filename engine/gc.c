@@ -482,7 +482,8 @@ static int gc_pass(struct bdb *db, double ratio, double worth,
 	db_writer_enter(db);
 	pass_start = db->next_seg_id;
 	db_writer_leave(db);
-	for (unsigned rounds = 0; rounds < 1024 && !gc_done(db, ratio); rounds++) {
+	for (unsigned rounds = 0; rounds < 1024 && !gc_done(db, ratio) &&
+	     !atomic_load(&db->env->gc_stop); rounds++) {
 		usage(db, &before, &live);
 		err = gc_round(db, worth, pass_start, st, &done);
 		if (err)
@@ -561,6 +562,19 @@ void *env_gc_main(void *arg)
 }
 
 /* ---- check ---- */
+
+const char *bdb_rec_type_name(uint8_t type)
+{
+	static const char *const names[] = {
+		[REC_PUT] = "put", [REC_DEL] = "del", [REC_BLOB] = "blob",
+		[REC_NODE] = "node", [REC_COMMIT] = "commit",
+		[REC_CHECKPOINT] = "checkpoint",
+	};
+
+	if (type < sizeof(names) / sizeof(names[0]) && names[type])
+		return names[type];
+	return NULL;
+}
 
 struct check {
 	struct bdb *db;

@@ -22,7 +22,6 @@
 
 #include "engine/db.h"
 #include "engine/error.h"
-#include "engine/segment.h"     /* enum rec_type: bdb_recinfo.type */
 #include "tools/bench.h"
 
 #define EXIT_TROUBLE 1
@@ -268,19 +267,6 @@ static const char *human(uint64_t bytes, char *buf, size_t size)
 	return buf;
 }
 
-static const char *rec_type_name(uint8_t type)
-{
-	switch (type) {
-	case REC_PUT: return "put";
-	case REC_DEL: return "del";
-	case REC_BLOB: return "blob";
-	case REC_NODE: return "node";
-	case REC_COMMIT: return "commit";
-	case REC_CHECKPOINT: return "checkpoint";
-	default: return NULL;
-	}
-}
-
 /* ---- check ---- */
 
 struct check_state {
@@ -424,7 +410,7 @@ static void dump_preview(const unsigned char *p, size_t len)
 static int dump_record(void *arg, const struct bdb_recinfo *ri)
 {
 	struct dump_state *ds = arg;
-	const char *type = rec_type_name(ri->type);
+	const char *type = bdb_rec_type_name(ri->type);
 
 	printf("%s seg=%" PRIu32 " off=%" PRIu64, ds->db, ri->seg, ri->off);
 	if (ri->error) {
