@@ -9,7 +9,8 @@ libbarrel_a_SOURCES = \
 	engine/cache.h engine/cache.c \
 	engine/btree.h engine/btree.c \
 	engine/db.h engine/db_i.h engine/db.c engine/txn.c engine/snap.c \
-	engine/checkpoint.c engine/recover.c engine/blob.c engine/gc.c
+	engine/checkpoint.c engine/recover.c engine/blob.c engine/gc.c \
+	engine/revtree.h engine/revtree.c
 libbarrel_a_CFLAGS = $(AM_CFLAGS) $(URING_CFLAGS) $(XXHASH_CFLAGS)
 
 BARREL_LIBS = libbarrel.a $(URING_LIBS) $(XXHASH_LIBS)

@@ -883,9 +883,7 @@ static bool read_gen(struct rt_reader *r, const struct revtree *t,
 		}
 		nd->rev.gen = t->node[nd->parent].rev.gen + 1;
 	}
-	if (nd->rev.gen < 1 || nd->rev.gen > REV_GEN_MAX)
-		r->fail = "generation out of range";
-	return !r->fail;
+	return true;   /* the range is checked with the id (read_entry) */
 }
 
 static bool read_entry(struct rt_reader *r, const struct revtree *t,
@@ -910,7 +908,7 @@ static bool read_entry(struct rt_reader *r, const struct revtree *t,
 	nd->rev.bin = f & RTE_BIN;
 	nd->flags = f & (RT_DELETED | RT_BODY | RT_MISSING);
 	if (!rev_valid(&nd->rev))
-		r->fail = "bad revision hash";
+		r->fail = "bad revision id (generation or hash)";
 	return !r->fail;
 }
 

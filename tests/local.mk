@@ -13,7 +13,8 @@ ENGINE_TESTS = \
 	tests/engine/test_blob \
 	tests/engine/test_gc \
 	tests/engine/test_crash \
-	tests/engine/test_corrupt
+	tests/engine/test_corrupt \
+	tests/engine/test_revtree
 
 check_PROGRAMS += $(ENGINE_TESTS) tests/engine/killnine_writer
 TESTS += $(ENGINE_TESTS) tests/engine/test_killnine.sh tests/tools/test_barrelctl.sh
@@ -29,5 +30,6 @@ tests_engine_test_blob_SOURCES = tests/engine/test_blob.c
 tests_engine_test_gc_SOURCES = tests/engine/test_gc.c
 tests_engine_test_crash_SOURCES = tests/engine/test_crash.c
 tests_engine_test_corrupt_SOURCES = tests/engine/test_corrupt.c
+tests_engine_test_revtree_SOURCES = tests/engine/test_revtree.c
 tests_engine_killnine_writer_SOURCES = tests/engine/killnine_writer.c
 
