@@ -378,7 +378,9 @@ int benv_open(const char *datadir, const struct benv_opts *opts,
 		env->own_io = true;
 	}
 	env->dir = strdup(datadir);
-	env->cache = bcache_new(env->opts.cache_budget);
+	/* One budget: three quarters for clean nodes, a quarter for dirty ones
+	 * (a checkpoint writes them out when they pass it). */
+	env->cache = bcache_new(env->opts.cache_budget - env->opts.cache_budget / 4);
 	if (!env->io || !env->dir || !env->cache) {
 		err = env->io ? -ENOMEM : -errno;
 		goto out_free;

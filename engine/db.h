@@ -45,7 +45,8 @@ struct bblob_reader;
 #define BDB_MAX_NAME 200u     /* database and table names */
 
 struct benv_opts {
-	size_t cache_budget;        /* node cache bytes; default 256 MiB */
+	size_t cache_budget;        /* index memory: 3/4 clean node cache, 1/4 dirty
+	                               nodes before a checkpoint; default 256 MiB */
 	struct bio *io;             /* borrowed; NULL: the io_uring implementation */
 	bool gc_thread;             /* run GC in the background; default true */
 	double gc_trigger;          /* start GC when disk/live exceeds; default 1.2 */
@@ -280,7 +281,7 @@ struct bdb_stat {
 	uint64_t bytes_written;    /* handed to the device since open */
 	unsigned tables;
 	uint64_t cache_bytes;      /* index nodes cached, whole environment */
-	uint64_t cache_budget;     /* the environment's cache budget */
+	uint64_t cache_budget;     /* the clean node cache's share of the budget */
 };
 
 int bdb_stat(struct bdb *db, struct bdb_stat *st);
