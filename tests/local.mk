@@ -18,7 +18,8 @@ ENGINE_TESTS = \
 
 check_PROGRAMS += $(ENGINE_TESTS) tests/engine/killnine_writer
 TESTS += $(ENGINE_TESTS) tests/engine/test_killnine.sh tests/tools/test_barrelctl.sh
-EXTRA_DIST += tests/engine/test_killnine.sh tests/tools/test_barrelctl.sh tests/engine/testutil.h
+EXTRA_DIST += tests/engine/test_killnine.sh tests/tools/test_barrelctl.sh \
+	tests/engine/testutil.h tests/engine/testenv.h
 
 tests_engine_test_error_SOURCES = tests/engine/test_error.c
 tests_engine_test_io_SOURCES = tests/engine/test_io.c

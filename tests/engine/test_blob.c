@@ -16,29 +16,10 @@
 
 #include "engine/db.h"
 #include "engine/error.h"
-#include "tests/engine/testutil.h"
+#include "tests/engine/testenv.h"
 
-static char g_base[PATH_MAX];
+TU_BASE_FIXTURE("test_blob")
 
-static void base_setup(void)
-{
-	if (tu_mkdtemp(g_base, sizeof(g_base), "test_blob") < 0) {
-		perror("mkdtemp");
-		abort();
-	}
-}
-
-static void base_teardown(void)
-{
-	tu_rmtree(g_base);
-}
-
-#define OK(expr)                                                         \
-	do {                                                             \
-		int rc_ = (expr);                                        \
-		ck_assert_msg(rc_ == 0, "%s returned %d (%s)", #expr,    \
-			      rc_, barrel_strerror(rc_));                \
-	} while (0)
 
 #if defined(__has_feature)
 #if __has_feature(address_sanitizer)
@@ -54,11 +35,7 @@ static void base_teardown(void)
 
 static void new_datadir(char *out, size_t size)
 {
-	char dir[PATH_MAX];
-
-	tu_path(dir, sizeof(dir), g_base, "tXXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(dir));
-	tu_path(out, size, dir, "data");
+	tu_new_datadir(g_base, out, size);
 }
 
 static struct benv *env_open(const char *dir, uint32_t seg_max)

@@ -23,31 +23,12 @@
 #include "engine/error.h"
 #include "engine/io.h"
 #include "engine/segment.h"
-#include "tests/engine/testutil.h"
+#include "tests/engine/testenv.h"
 
 enum { NKEYS = 600, MAXRECS = 50000, MAXFLIPS = 32 };
 
-#define OK(expr)                                                         \
-	do {                                                             \
-		int rc_ = (expr);                                        \
-		ck_assert_msg(rc_ == 0, "%s returned %d (%s)", #expr,    \
-			      rc_, barrel_strerror(rc_));                \
-	} while (0)
 
-static char g_base[PATH_MAX];
-
-static void base_setup(void)
-{
-	if (tu_mkdtemp(g_base, sizeof(g_base), "test_corrupt") < 0) {
-		perror("mkdtemp");
-		abort();
-	}
-}
-
-static void base_teardown(void)
-{
-	tu_rmtree(g_base);
-}
+TU_BASE_FIXTURE("test_corrupt")
 
 /* Where the database lives and how to damage it. */
 struct ctx {

@@ -25,30 +25,11 @@
 
 #include "engine/db.h"
 #include "engine/error.h"
-#include "tests/engine/testutil.h"
+#include "tests/engine/testenv.h"
 
 /* Every test's files live under g_base, made and removed by the parent. */
-static char g_base[PATH_MAX];
+TU_BASE_FIXTURE("test_db")
 
-static void base_setup(void)
-{
-	if (tu_mkdtemp(g_base, sizeof(g_base), "test_db") < 0) {
-		perror("mkdtemp");
-		abort();
-	}
-}
-
-static void base_teardown(void)
-{
-	tu_rmtree(g_base);
-}
-
-#define OK(expr)                                                         \
-	do {                                                             \
-		int rc_ = (expr);                                        \
-		ck_assert_msg(rc_ == 0, "%s returned %d (%s)", #expr,    \
-			      rc_, barrel_strerror(rc_));                \
-	} while (0)
 
 #define EXPECT_RC(expr, want)                                            \
 	do {                                                             \
@@ -58,14 +39,9 @@ static void base_teardown(void)
 			      barrel_strerror(want));                    \
 	} while (0)
 
-/* A DATADIR path that does not exist yet, in a fresh directory. */
 static void new_datadir(char *out, size_t size)
 {
-	char dir[PATH_MAX];
-
-	tu_path(dir, sizeof(dir), g_base, "tXXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(dir));
-	tu_path(out, size, dir, "data");
+	tu_new_datadir(g_base, out, size);
 }
 
 /* Defaults, no background GC, small segments and frequent checkpoints. */
