@@ -166,12 +166,12 @@ static unsigned bt_lower_bound(const struct bt_node *n, const void *key,
 	return lo;
 }
 
-/* First entry whose key is > key (count if none). */
-static unsigned bt_upper_bound(const struct bt_node *n, const void *key,
-			       size_t klen)
+/* First entry at or after from whose key is > key (count if none). */
+static unsigned bt_upper_from(const struct bt_node *n, unsigned from,
+			      const void *key, size_t klen)
 {
 	uint64_t pfx = bt_prefix(key, klen);
-	unsigned lo = 0, hi = n->count;
+	unsigned lo = from, hi = n->count;
 
 	while (lo < hi) {
 		unsigned mid = lo + (hi - lo) / 2;
@@ -184,21 +184,17 @@ static unsigned bt_upper_bound(const struct bt_node *n, const void *key,
 	return lo;
 }
 
+/* First entry whose key is > key (count if none). */
+static unsigned bt_upper_bound(const struct bt_node *n, const void *key,
+			       size_t klen)
+{
+	return bt_upper_from(n, 0, key, klen);
+}
+
 /* The child of an internal node that holds key (the fence is ignored). */
 static unsigned bt_route(const struct bt_node *n, const void *key, size_t klen)
 {
-	uint64_t pfx = bt_prefix(key, klen);
-	unsigned lo = 1, hi = n->count;
-
-	while (lo < hi) {
-		unsigned mid = lo + (hi - lo) / 2;
-
-		if (bt_cmp_at(n, mid, key, klen, pfx) <= 0)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo - 1;
+	return bt_upper_from(n, 1, key, klen) - 1;
 }
 
 /* ---- in-memory nodes ---- */

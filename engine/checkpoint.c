@@ -228,8 +228,7 @@ static int cp_encode(struct bdb *db, uint8_t **out, uint32_t *len)
 	return 0;
 }
 
-int db_cp_decode(struct bdb *db, const uint8_t *p, uint32_t len,
-		 struct db_cp *cp)
+int db_cp_decode(const uint8_t *p, uint32_t len, struct db_cp *cp)
 {
 	if (len < CP_HDR)
 		return BARREL_E_CORRUPT;
@@ -245,7 +244,6 @@ int db_cp_decode(struct bdb *db, const uint8_t *p, uint32_t len,
 		return BARREL_E_CORRUPT;
 	cp->tables = p + CP_HDR;
 	cp->segs = p + CP_HDR + (size_t)cp->nt * CP_TABLE;
-	(void)db;
 	return 0;
 }
 

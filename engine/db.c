@@ -111,6 +111,28 @@ int db_seg_insert(struct bdb *db, struct db_seg *s)
 	return 0;
 }
 
+int db_seg_add(struct bdb *db, struct segment *seg, uint64_t used,
+	       uint64_t live, uint64_t created, bool sealed, struct db_seg **out)
+{
+	struct db_seg *s = calloc(1, sizeof(*s));
+	int err;
+
+	if (!s)
+		return -ENOMEM;
+	*s = (struct db_seg){ .seg = seg, .used = used, .live = live,
+			      .created_txn = created, .sealed = sealed };
+	pthread_rwlock_wrlock(&db->segs_lock);
+	err = db_seg_insert(db, s);
+	pthread_rwlock_unlock(&db->segs_lock);
+	if (err) {
+		free(s);
+		return err;
+	}
+	if (out)
+		*out = s;
+	return 0;
+}
+
 uint64_t db_disk_target(struct bdb *db)
 {
 	const struct benv_opts *o = &db->env->opts;

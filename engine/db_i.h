@@ -246,6 +246,10 @@ int db_open(struct benv *env, const char *name, bool create, struct bdb **out);
 void db_close(struct bdb *db);
 struct db_seg *db_seg_find(struct bdb *db, uint32_t id);    /* segs_lock held */
 int db_seg_insert(struct bdb *db, struct db_seg *s);         /* segs_lock held */
+/* Enter an open segment into the table (takes segs_lock); on error the
+ * caller still owns seg. */
+int db_seg_add(struct bdb *db, struct segment *seg, uint64_t used,
+	       uint64_t live, uint64_t created, bool sealed, struct db_seg **out);
 void db_live_add(struct bdb *db, bptr addr, int64_t bytes);
 int db_tabinfo_ensure(struct bdb *db, uint32_t id, const char *name,
 		      unsigned flags);
@@ -313,8 +317,7 @@ struct db_cp {
 	uint32_t ntables, next_seg_id, nt, ns;
 	const uint8_t *tables, *segs;
 };
-int db_cp_decode(struct bdb *db, const uint8_t *p, uint32_t len,
-		 struct db_cp *cp);
+int db_cp_decode(const uint8_t *p, uint32_t len, struct db_cp *cp);
 void db_cp_table(const struct db_cp *cp, uint32_t i, uint32_t *id,
 		 struct db_table *t);
 void db_cp_seg(const struct db_cp *cp, uint32_t i, uint32_t *id,

@@ -92,25 +92,14 @@ static int head_read(struct bdb *db, struct db_head *h, bool *found)
 static int seg_add(struct bdb *db, uint32_t id, uint64_t used, uint64_t live,
 		   uint64_t created)
 {
-	struct db_seg *s = calloc(1, sizeof(*s));
+	struct segment *seg = NULL;
 	int err;
 
-	if (!s)
-		return -ENOMEM;
-	err = seg_open(db->env->io, db->dir, id, &s->seg);
-	if (err) {
-		free(s);
-		return err;
-	}
-	*s = (struct db_seg){ .seg = s->seg, .used = used, .live = live,
-			      .created_txn = created, .sealed = true };
-	pthread_rwlock_wrlock(&db->segs_lock);
-	err = db_seg_insert(db, s);
-	pthread_rwlock_unlock(&db->segs_lock);
-	if (err) {
-		seg_close(s->seg);
-		free(s);
-	}
+	err = seg_open(db->env->io, db->dir, id, &seg);
+	if (!err)
+		err = db_seg_add(db, seg, used, live, created, true, NULL);
+	if (err && seg)
+		seg_close(seg);
 	return err;
 }
 
@@ -192,7 +181,7 @@ static int load_checkpoint(struct bdb *db, const struct db_head *h,
 	seg_close(seg);
 	if (err)
 		return err;
-	err = db_cp_decode(db, p, rh.len, &cp);
+	err = db_cp_decode(p, rh.len, &cp);
 	if (!err)
 		err = cp_apply(db, &cp);
 	if (!err) {
@@ -331,11 +320,8 @@ static int replay_commit(struct replay *r, const struct rec_hdr *h,
 static int replay_record(struct replay *r, const struct rec_hdr *h,
 			 const void *payload, bptr addr)
 {
-	if (h->txn == 0) {
+	if (h->txn == 0) {	/* NODE, BLOB, CHECKPOINT: nothing to replay */
 		replay_drop(r, "interrupted");
-		if (h->type == REC_NODE || h->type == REC_BLOB ||
-		    h->type == REC_CHECKPOINT)
-			return 0;
 		return 0;
 	}
 	if (h->type == REC_COMMIT)

@@ -393,35 +393,23 @@ static int wbuf_reserve(struct db_wbuf *w, size_t more)
 static int open_new_segment(struct bdb *db, uint64_t need)
 {
 	uint64_t cap = db_disk_target(db), salt;
-	struct db_seg *s;
+	struct segment *seg;
 	int err;
 
 	while (cap < need + SEG_HEADER_SIZE)
 		cap *= 2;
-	s = calloc(1, sizeof(*s));
-	if (!s)
-		return -ENOMEM;
 	salt = ((uint64_t)random() << 32) ^ (uint64_t)random() ^ db->txn ^
 	       ((uint64_t)db->next_seg_id << 48);
-	err = seg_create(db->env->io, db->dir, db->next_seg_id, salt, cap,
-			 &s->seg);
-	if (err) {
-		free(s);
+	err = seg_create(db->env->io, db->dir, db->next_seg_id, salt, cap, &seg);
+	if (err)
 		return err;
-	}
 	db->next_seg_id++;
 	atomic_fetch_add((_Atomic uint64_t *)&db->bytes_written, SEG_HEADER_SIZE);
-	s->used = SEG_HEADER_SIZE;
-	s->created_txn = db->txn;
-	pthread_rwlock_wrlock(&db->segs_lock);
-	err = db_seg_insert(db, s);
-	pthread_rwlock_unlock(&db->segs_lock);
+	err = db_seg_add(db, seg, SEG_HEADER_SIZE, 0, db->txn, false, &db->open);
 	if (err) {
-		seg_close(s->seg);
-		free(s);
+		seg_close(seg);
 		return err;
 	}
-	db->open = s;
 	db->tail = SEG_HEADER_SIZE;
 	return 0;
 }

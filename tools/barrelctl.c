@@ -302,8 +302,9 @@ static int check_db(struct bdb *db, void *arg)
 	return corrupt ? EXIT_TROUBLE : 0;
 }
 
-static int cmd_check(struct ctl *ctl, const struct cmd *c, int argc,
-		     char **argv)
+/* A subcommand that takes only the database options and no operands. */
+static int cmd_db_only(struct ctl *ctl, const struct cmd *c, int argc,
+		       char **argv, db_fn fn)
 {
 	static const struct option longopts[] = { DB_LONGOPTS, { 0 } };
 	int opt, rc;
@@ -314,7 +315,13 @@ static int cmd_check(struct ctl *ctl, const struct cmd *c, int argc,
 			return rc;
 	if ((rc = no_operands(c, argc, argv)))
 		return rc;
-	return ctl_each_db(ctl, check_db, NULL);
+	return ctl_each_db(ctl, fn, NULL);
+}
+
+static int cmd_check(struct ctl *ctl, const struct cmd *c, int argc,
+		     char **argv)
+{
+	return cmd_db_only(ctl, c, argc, argv, check_db);
 }
 
 /* ---- stat ---- */
@@ -366,16 +373,7 @@ static int stat_db(struct bdb *db, void *arg)
 static int cmd_stat(struct ctl *ctl, const struct cmd *c, int argc,
 		    char **argv)
 {
-	static const struct option longopts[] = { DB_LONGOPTS, { 0 } };
-	int opt, rc;
-
-	while ((opt = getopt_long(argc, argv, DB_SHORTOPTS, longopts,
-				  NULL)) != -1)
-		if ((rc = db_option(ctl, c, opt)) >= 0)
-			return rc;
-	if ((rc = no_operands(c, argc, argv)))
-		return rc;
-	return ctl_each_db(ctl, stat_db, NULL);
+	return cmd_db_only(ctl, c, argc, argv, stat_db);
 }
 
 /* ---- dump ---- */
