@@ -558,7 +558,8 @@ static void rt_compact(struct revtree *t, const bool *keep, uint32_t *map)
 			t->node[t->node[i].parent].nchild++;
 }
 
-int revtree_stem(struct revtree *t, uint32_t limit, size_t *removed)
+int revtree_stem(struct revtree *t, uint32_t limit, revtree_prune_cb cb,
+		 void *arg, size_t *removed)
 {
 	uint32_t *map = NULL, before = t->n;
 	bool *keep;
@@ -575,9 +576,15 @@ int revtree_stem(struct revtree *t, uint32_t limit, size_t *removed)
 		goto out_free_keep;
 	}
 	mark_near_leaves(t, limit, keep);
+	for (uint32_t i = 0; cb && i < t->n && !err; i++)
+		if (!keep[i] && (t->node[i].flags & RT_BODY))
+			err = cb(arg, &t->node[i].rev, t->node[i].body_ref);
+	if (err)
+		goto out_free_map;
 	rt_compact(t, keep, map);
 	if (removed)
 		*removed = before - t->n;
+out_free_map:
 	free(map);
 out_free_keep:
 	free(keep);
@@ -631,6 +638,21 @@ int revtree_prune_bodies(struct revtree *t, uint32_t keep_last_n,
 }
 
 /* ---- queries ---- */
+
+int revtree_each(const struct revtree *t,
+		 int (*cb)(void *arg, const struct revtree_info *ri),
+		 void *arg)
+{
+	for (uint32_t i = 0; i < t->n; i++) {
+		struct revtree_info ri;
+		int rc;
+
+		rt_info(&t->node[i], &ri);
+		if ((rc = cb(arg, &ri)))
+			return rc;
+	}
+	return 0;
+}
 
 int revtree_find(const struct revtree *t, const struct rev *rev,
 		 struct revtree_info *out)

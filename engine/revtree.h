@@ -125,10 +125,15 @@ int revtree_graft(struct revtree *t, const struct rev *path, size_t n,
 /*
  * Keep at most limit (>= 1, CouchDB revs_limit) revisions along each
  * path from a leaf up; older ones are dropped and the oldest kept become
- * roots. *removed (may be NULL) gets the number dropped. The layer above
- * learns which bodies to drop from revtree_prune_bodies() beforehand.
+ * roots. Before anything changes, cb (may be NULL) is called for each
+ * revision to be dropped that has a body; a non-zero return stops,
+ * leaves the tree as it was, and is returned. *removed (may be NULL)
+ * gets the number dropped.
  */
-int revtree_stem(struct revtree *t, uint32_t limit, size_t *removed);
+typedef int (*revtree_prune_cb)(void *arg, const struct rev *rev,
+				uint64_t body_ref);
+int revtree_stem(struct revtree *t, uint32_t limit, revtree_prune_cb cb,
+		 void *arg, size_t *removed);
 
 /* The winning leaf; BARREL_E_NOTFOUND when the tree is empty. Either
  * out pointer may be NULL. */
@@ -153,6 +158,12 @@ int revtree_leaves(const struct revtree *t, struct revtree_info **out,
 int revtree_conflicts(const struct revtree *t, struct rev **out, size_t *n);
 int revtree_deleted_conflicts(const struct revtree *t, struct rev **out,
 			      size_t *n);
+
+/* Call cb for every revision, in the encoding's order (ascending ids, so
+ * parents before children); a non-zero return stops and is returned. */
+int revtree_each(const struct revtree *t,
+		 int (*cb)(void *arg, const struct revtree_info *ri),
+		 void *arg);
 
 /* What the tree knows of rev; BARREL_E_NOTFOUND when it is not in it. */
 int revtree_find(const struct revtree *t, const struct rev *rev,
@@ -181,12 +192,9 @@ int revtree_revs_diff(const struct revtree *t, const struct rev *revs,
 int revtree_set_body(struct revtree *t, const struct rev *rev,
 		     bool has_body, uint64_t body_ref);
 
-/*
- * Called by revtree_prune_bodies() for a body that may go; a non-zero
- * return stops the walk, is returned, and leaves that revision as it was.
- */
-typedef int (*revtree_prune_cb)(void *arg, const struct rev *rev,
-				uint64_t body_ref);
+/* revtree_prune_cb: called by revtree_prune_bodies() for a body that may
+ * go; a non-zero return stops the walk, is returned, and leaves that
+ * revision as it was. */
 
 /*
  * Drop bodies no longer needed. Kept: every leaf's, those of the

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -620,18 +621,18 @@ START_TEST(test_stem)
 	ck_assert_int_eq(graft(t, false, NULL, "5-a", "4-a", "3-x", "2-x",
 			       "1-x", NULL), 0);
 	ck_assert_int_eq(graft(t, false, NULL, "4-b", "3-x", NULL), 0);
-	ck_assert_int_eq(revtree_stem(t, 0, NULL), BARREL_E_INVALID);
-	ck_assert_int_eq(revtree_stem(t, 1000, &removed), 0);
+	ck_assert_int_eq(revtree_stem(t, 0, NULL, NULL, NULL), BARREL_E_INVALID);
+	ck_assert_int_eq(revtree_stem(t, 1000, NULL, NULL, &removed), 0);
 	ck_assert_uint_eq(removed, 0);
 	ck_assert_uint_eq(revtree_count(t), 6);
 	/* 3-x is within 2 of 4-b, so 4-a stays its child */
-	ck_assert_int_eq(revtree_stem(t, 2, &removed), 0);
+	ck_assert_int_eq(revtree_stem(t, 2, NULL, NULL, &removed), 0);
 	ck_assert_uint_eq(removed, 2);
 	r = R("5-a");
 	ck_assert_int_eq(revtree_path(t, &r, path, 8, &n), 0);
 	ck_assert_uint_eq(n, 3);
 	assert_rev(&path[2], "3-x");
-	ck_assert_int_eq(revtree_stem(t, 1, &removed), 0);
+	ck_assert_int_eq(revtree_stem(t, 1, NULL, NULL, &removed), 0);
 	ck_assert_uint_eq(removed, 2);
 	ck_assert_uint_eq(revtree_count(t), 2);
 	ck_assert_int_eq(revtree_path(t, &r, path, 8, &n), 0);
@@ -645,7 +646,7 @@ START_TEST(test_stem)
 	ck_assert_int_eq(graft(t, false, NULL, "4-a", "3-a", "2-a", "1-r",
 			       NULL), 0);
 	ck_assert_int_eq(graft(t, false, NULL, "2-b", "1-r", NULL), 0);
-	ck_assert_int_eq(revtree_stem(t, 2, &removed), 0);
+	ck_assert_int_eq(revtree_stem(t, 2, NULL, NULL, &removed), 0);
 	ck_assert_uint_eq(removed, 1);   /* 2-a */
 	r = R("4-a");
 	ck_assert_int_eq(revtree_path(t, &r, path, 8, &n), 0);
@@ -671,6 +672,59 @@ END_TEST
 /* ---- revs_diff ---- */
 
 /* Missing revs, and leaves of lower generation as possible_ancestors. */
+/* stem's callback names each dropped body first; a refusal changes nothing;
+ * revtree_each visits every revision parents first. */
+static int count_cb(void *arg, const struct rev *rev, uint64_t body_ref)
+{
+	(void)rev;
+	(void)body_ref;
+	return ++*(int *)arg > 100 ? -EPERM : 0;
+}
+
+static int each_cb(void *arg, const struct revtree_info *ri)
+{
+	struct rev *last = arg;
+
+	ck_assert_int_lt(rev_cmp(last, &ri->rev), 0);
+	*last = ri->rev;
+	return 0;
+}
+
+START_TEST(test_stem_callback_and_each)
+{
+	struct revtree *t = tree_new();
+	struct rev r = { 0 };
+	int calls = 0;
+	size_t removed;
+
+	ck_assert_int_eq(revtree_add_edit(t, NULL, &(struct rev){ 0 }, false,
+					  0), BARREL_E_INVALID);
+	r = R("1-a");
+	ck_assert_int_eq(revtree_add_edit(t, NULL, &r, false, 1), 0);
+	for (int g = 2; g <= 5; g++) {
+		struct rev p = r;
+		char buf[16];
+
+		snprintf(buf, sizeof(buf), "%d-a", g);
+		r = R(buf);
+		ck_assert_int_eq(revtree_add_edit(t, &p, &r, false,
+						  (uint64_t)g), 0);
+	}
+	calls = 100;   /* the first call refuses */
+	ck_assert_int_eq(revtree_stem(t, 2, count_cb, &calls, &removed),
+			 -EPERM);
+	ck_assert_uint_eq(revtree_count(t), 5);
+	calls = 0;
+	ck_assert_int_eq(revtree_stem(t, 2, count_cb, &calls, &removed), 0);
+	ck_assert_int_eq(calls, 3);
+	ck_assert_uint_eq(removed, 3);
+	r = (struct rev){ 0 };
+	ck_assert_int_eq(revtree_each(t, each_cb, &r), 0);
+	assert_rev(&r, "5-a");
+	revtree_free(t);
+}
+END_TEST
+
 START_TEST(test_revs_diff)
 {
 	struct revtree *t = tree_new();
@@ -801,7 +855,7 @@ static struct revtree *random_tree(struct tu_rng *g)
 		apply(t, &ref, &ops[i]);
 	if (tu_rng_pct(g, 30))
 		ck_assert_int_eq(revtree_stem(t, (uint32_t)tu_rng_range(g, 1, 4),
-					      NULL), 0);
+					      NULL, NULL, NULL), 0);
 	return t;
 }
 
@@ -1018,6 +1072,7 @@ static Suite *revtree_suite(void)
 	tcase_add_test(tc, test_graft_rejects);
 	tcase_add_test(tc, test_property_convergence);
 	tcase_add_test(tc, test_stem);
+	tcase_add_test(tc, test_stem_callback_and_each);
 	tcase_add_test(tc, test_revs_diff);
 	tcase_add_test(tc, test_prune_bodies);
 	tcase_add_test(tc, test_encode_roundtrip);
