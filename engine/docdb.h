@@ -92,8 +92,8 @@ int doc_att_write(struct doc_att_writer *w, const void *buf, size_t len);
 int doc_att_finish(struct doc_att_writer *w, struct doc_att *a);
 void doc_att_abort(struct doc_att_writer *w);
 
-/* Read an attachment of a document got from snap: bblob_read() on *out,
- * owned by the caller (bblob_close()). */
+/* Read an attachment of a document got from snap (not NULL): bblob_read()
+ * on *out, owned by the caller (bblob_close() before releasing snap). */
 int docdb_att_open(struct docdb *d, struct bsnap *snap,
 		   const struct doc_att *a, struct bblob_reader **out);
 
@@ -163,8 +163,9 @@ struct doc_put {
  * Apply n writes in one transaction and one durable commit. Each write
  * succeeds or fails on its own (req[i].rc): bad input (errors of body.h,
  * BARREL_E_INVALID for a bad id or attachment), BARREL_E_CONFLICT (the
- * parent is not a current leaf, or a new document already exists),
- * BARREL_E_NOTFOUND (an unknown parent or stub), BARREL_E_TOOBIG. A
+ * parent is unknown or not a current leaf, a new document already
+ * exists, or the same edit was made before), BARREL_E_NOTFOUND (a stub
+ * naming no attachment of the parent), BARREL_E_TOOBIG. A
  * failed write changes nothing. Returns 0 when the commit succeeded (the
  * writes with rc 0 are durable), or the commit's error, also put in the
  * rc of every write that had succeeded.

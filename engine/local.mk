@@ -10,7 +10,11 @@ libbarrel_a_SOURCES = \
 	engine/btree.h engine/btree.c \
 	engine/db.h engine/db_i.h engine/db.c engine/txn.c engine/snap.c \
 	engine/checkpoint.c engine/recover.c engine/blob.c engine/gc.c \
-	engine/revtree.h engine/revtree.c
-libbarrel_a_CFLAGS = $(AM_CFLAGS) $(URING_CFLAGS) $(XXHASH_CFLAGS)
+	engine/revtree.h engine/revtree.c \
+	engine/body.h engine/body.c \
+	engine/docdb.h engine/docdb_i.h engine/docdb.c engine/docatt.c
+libbarrel_a_CFLAGS = $(AM_CFLAGS) $(URING_CFLAGS) $(XXHASH_CFLAGS) \
+	$(JSONC_CFLAGS) $(CRYPTO_CFLAGS)
 
-BARREL_LIBS = libbarrel.a $(URING_LIBS) $(XXHASH_LIBS)
+BARREL_LIBS = libbarrel.a $(URING_LIBS) $(XXHASH_LIBS) $(JSONC_LIBS) \
+	$(CRYPTO_LIBS)

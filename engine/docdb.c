@@ -1,0 +1,1587 @@
+#include "config.h"
+
+/*
+ * The document layer (docdb.h) on the engine's tables (FORMAT.md
+ * "Documents"). A document record holds the revision tree and the
+ * winner's revision record, so reading a document is one lookup; every
+ * other kept body is in "revs". DESIGN.md "Documents" gives the write
+ * steps that docdb_put() follows.
+ */
+
+#include <errno.h>
+#include <json-c/json.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine/docdb_i.h"
+#include "engine/log.h"
+
+#define DOCREC_VERSION 1
+#define DOCREC_DELETED 0x01
+#define DOCREC_HEAD 6u                /* version, flags, tree_len */
+#define REVS_KEY_MAX (DOC_MAX_ID + 1 + REV_STR_SIZE)
+#define DEFAULT_TYPE "application/octet-stream"
+#define DOC_ROWS_SKIP_DELETED (1u << 16)   /* all_docs without DELETED */
+
+static const char *const table_names[] = {
+	"docs", "revs", "atts", "local", "meta",
+};
+
+/* ---- little-endian fields ---- */
+
+static void put_le(uint8_t *p, uint64_t v, int n)
+{
+	for (int i = 0; i < n; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get_le(const uint8_t *p, int n)
+{
+	uint64_t v = 0;
+
+	for (int i = n - 1; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int put_fail(struct doc_put *r, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int put_fail(struct doc_put *r, int rc, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(r->error, sizeof(r->error), fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+/* ---- revision records ---- */
+
+void doc_atts_free(struct doc_att *atts, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(atts[i].name);
+		free(atts[i].content_type);
+	}
+	free(atts);
+}
+
+int doc_att_copy(struct doc_att *dst, const struct doc_att *src)
+{
+	*dst = *src;
+	dst->name = strdup(src->name);
+	dst->content_type = strdup(src->content_type ? src->content_type
+						     : DEFAULT_TYPE);
+	if (!dst->name || !dst->content_type) {
+		free(dst->name);
+		free(dst->content_type);
+		dst->name = dst->content_type = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static int revrec_corrupt(const char *why)
+{
+	barrel_log(BLOG_ERR, "corrupt revision record: %s", why);
+	return BARREL_E_CORRUPT;
+}
+
+/* A length-prefixed string at *p into a new NUL-terminated copy. */
+static int take_str(const uint8_t **p, const uint8_t *end, char **out)
+{
+	size_t n;
+
+	if (end - *p < 2)
+		return revrec_corrupt("truncated attachment");
+	n = (size_t)get_le(*p, 2);
+	if ((size_t)(end - *p - 2) < n)
+		return revrec_corrupt("truncated attachment string");
+	if (!(*out = strndup((const char *)*p + 2, n)))
+		return -ENOMEM;
+	*p += 2 + n;
+	return 0;
+}
+
+static int take_att(const uint8_t **p, const uint8_t *end, struct doc_att *a)
+{
+	int rc;
+
+	if ((rc = take_str(p, end, &a->name)) ||
+	    (rc = take_str(p, end, &a->content_type)))
+		return rc;
+	if (end - *p < 40)
+		return revrec_corrupt("truncated attachment fields");
+	a->length = get_le(*p, 8);
+	a->revpos = get_le(*p + 8, 8);
+	a->blob = get_le(*p + 16, 8);
+	memcpy(a->md5, *p + 24, 16);
+	*p += 40;
+	return 0;
+}
+
+int revrec_decode(const void *buf, size_t len, struct revrec *out)
+{
+	const uint8_t *p = buf, *end = p + len;
+	uint64_t natt;
+	int rc = 0;
+
+	memset(out, 0, sizeof(*out));
+	if (len < REVREC_HEAD || p[0] != REVREC_VERSION ||
+	    (p[1] & ~REVREC_DELETED))
+		return revrec_corrupt("bad header");
+	out->deleted = p[1] & REVREC_DELETED;
+	out->time_ms = (int64_t)get_le(p + 2, 8);
+	natt = get_le(p + 10, 4);
+	if (natt > (len - REVREC_HEAD) / 44)
+		return revrec_corrupt("attachment count over the record");
+	p += REVREC_HEAD;
+	if (natt && !(out->atts = calloc(natt, sizeof(*out->atts))))
+		return -ENOMEM;
+	for (out->natts = 0; out->natts < natt && !rc; out->natts++)
+		rc = take_att(&p, end, &out->atts[out->natts]);
+	if (rc) {
+		revrec_release(out);
+		return rc;
+	}
+	out->body = (const char *)p;
+	out->len = (size_t)(end - p);
+	return 0;
+}
+
+void revrec_release(struct revrec *r)
+{
+	doc_atts_free(r->atts, r->natts);
+	memset(r, 0, sizeof(*r));
+}
+
+int revrec_encode(bool deleted, int64_t time_ms, const struct doc_att *atts,
+		  size_t natts, const char *body, size_t len, uint8_t **out,
+		  size_t *outlen)
+{
+	size_t size = REVREC_HEAD + len;
+	uint8_t *p;
+
+	for (size_t i = 0; i < natts; i++)
+		size += 44 + strlen(atts[i].name) +
+			strlen(atts[i].content_type);
+	if (size > BDB_MAX_VALUE)
+		return BARREL_E_TOOBIG;
+	if (!(p = malloc(size)))
+		return -ENOMEM;
+	*out = p;
+	*outlen = size;
+	p[0] = REVREC_VERSION;
+	p[1] = deleted ? REVREC_DELETED : 0;
+	put_le(p + 2, (uint64_t)time_ms, 8);
+	put_le(p + 10, natts, 4);
+	p += REVREC_HEAD;
+	for (size_t i = 0; i < natts; i++) {
+		size_t nl = strlen(atts[i].name), tl = strlen(atts[i].content_type);
+
+		put_le(p, nl, 2);
+		memcpy(p + 2, atts[i].name, nl);
+		p += 2 + nl;
+		put_le(p, tl, 2);
+		memcpy(p + 2, atts[i].content_type, tl);
+		p += 2 + tl;
+		put_le(p, atts[i].length, 8);
+		put_le(p + 8, atts[i].revpos, 8);
+		put_le(p + 16, atts[i].blob, 8);
+		memcpy(p + 24, atts[i].md5, 16);
+		p += 40;
+	}
+	memcpy(p, body, len);
+	return 0;
+}
+
+/* ---- document records ---- */
+
+/* A document record split into its parts (borrowed from the value). */
+struct docrec {
+	bool deleted;
+	const uint8_t *tree;
+	size_t tree_len;
+	const uint8_t *winner;        /* the winner's revision record */
+	size_t winner_len;
+};
+
+static int docrec_split(const void *val, size_t len, struct docrec *out)
+{
+	const uint8_t *p = val;
+
+	if (len < DOCREC_HEAD || p[0] != DOCREC_VERSION ||
+	    (p[1] & ~DOCREC_DELETED) || get_le(p + 2, 4) > len - DOCREC_HEAD) {
+		barrel_log(BLOG_ERR, "corrupt document record: bad header");
+		return BARREL_E_CORRUPT;
+	}
+	out->deleted = p[1] & DOCREC_DELETED;
+	out->tree_len = (size_t)get_le(p + 2, 4);
+	out->tree = p + DOCREC_HEAD;
+	out->winner = out->tree + out->tree_len;
+	out->winner_len = len - DOCREC_HEAD - out->tree_len;
+	return 0;
+}
+
+/* Record of tree and winner into a malloc'ed buffer. */
+static int docrec_build(const struct revtree *t, const uint8_t *winner,
+			size_t wlen, uint8_t **out, size_t *outlen)
+{
+	uint8_t *tree, *p;
+	size_t tlen;
+	int rc = revtree_encode(t, &tree, &tlen);
+
+	if (rc)
+		return rc;
+	*outlen = DOCREC_HEAD + tlen + wlen;
+	if (*outlen > BDB_MAX_VALUE) {
+		rc = BARREL_E_TOOBIG;
+		goto out_free;
+	}
+	if (!(p = malloc(*outlen))) {
+		rc = -ENOMEM;
+		goto out_free;
+	}
+	p[0] = DOCREC_VERSION;
+	p[1] = revtree_is_deleted(t) ? DOCREC_DELETED : 0;
+	put_le(p + 2, tlen, 4);
+	memcpy(p + DOCREC_HEAD, tree, tlen);
+	memcpy(p + DOCREC_HEAD + tlen, winner, wlen);
+	*out = p;
+out_free:
+	free(tree);
+	return rc;
+}
+
+/* Key of a body in "revs": id, 00, the revision as text. */
+static size_t revs_key(const char *id, size_t idlen, const struct rev *r,
+		       char *key)
+{
+	memcpy(key, id, idlen);
+	key[idlen] = '\0';
+	rev_format(r, key + idlen + 1, REV_STR_SIZE);
+	return idlen + 1 + strlen(key + idlen + 1);
+}
+
+/* ---- open ---- */
+
+static int read_revs_limit(struct docdb *d)
+{
+	struct bsnap *snap;
+	struct bval v = { 0 };
+	int rc = bdb_snapshot(d->db, &snap);
+
+	if (rc)
+		return rc;
+	rc = bsnap_get(snap, d->t_meta, "revs_limit", 10, &v);
+	bsnap_release(snap);
+	d->revs_limit = DOC_REVS_LIMIT;
+	if (rc == BARREL_E_NOTFOUND)
+		return 0;
+	if (!rc && v.len == 4 && get_le(v.data, 4) >= 1)
+		d->revs_limit = (uint32_t)get_le(v.data, 4);
+	else if (!rc)
+		rc = BARREL_E_CORRUPT;
+	bval_release(&v);
+	return rc;
+}
+
+/* Look the tables up, creating the missing ones in one commit. */
+static int open_tables(struct docdb *d)
+{
+	uint32_t *ids[] = { &d->t_docs, &d->t_revs, &d->t_atts, &d->t_local,
+			    &d->t_meta };
+	struct btxn *txn;
+	bool missing = false;
+	int rc = 0;
+
+	for (size_t i = 0; i < 5; i++) {
+		rc = bdb_table(d->db, table_names[i], ids[i]);
+		if (rc == BARREL_E_NOTFOUND)
+			missing = true;
+		else if (rc)
+			return rc;
+	}
+	if (!missing)
+		return 0;
+	if ((rc = bdb_begin(d->db, &txn)))
+		return rc;
+	for (size_t i = 0; i < 5 && !rc; i++)
+		rc = btxn_table(txn, table_names[i], i == 0 ? BDB_TABLE_SEQ : 0,
+				ids[i]);
+	if (rc) {
+		btxn_abort(txn);
+		return rc;
+	}
+	return btxn_commit(txn);
+}
+
+int docdb_open(struct benv *env, const char *name, bool create,
+	       const struct docdb_opts *opts, struct docdb **out)
+{
+	struct docdb *d = calloc(1, sizeof(*d));
+	int rc;
+
+	if (!d)
+		return -ENOMEM;
+	if (opts)
+		d->keep_bodies = opts->keep_bodies;
+	if ((rc = benv_db(env, name, create, &d->db)) ||
+	    (rc = open_tables(d)) || (rc = read_revs_limit(d))) {
+		free(d);
+		return rc;
+	}
+	*out = d;
+	return 0;
+}
+
+void docdb_close(struct docdb *d)
+{
+	free(d);
+}
+
+struct bdb *docdb_bdb(struct docdb *d)
+{
+	return d->db;
+}
+
+int docdb_set_revs_limit(struct docdb *d, uint32_t limit)
+{
+	struct btxn *txn;
+	uint8_t v[4];
+	int rc;
+
+	if (limit < 1)
+		return BARREL_E_INVALID;
+	if ((rc = bdb_begin(d->db, &txn)))
+		return rc;
+	put_le(v, limit, 4);
+	rc = btxn_put(txn, d->t_meta, "revs_limit", 10, v, 4, NULL);
+	if (rc) {
+		btxn_abort(txn);
+		return rc;
+	}
+	if (!(rc = btxn_commit(txn)))
+		d->revs_limit = limit;
+	return rc;
+}
+
+uint32_t docdb_revs_limit(struct docdb *d)
+{
+	return d->revs_limit;
+}
+
+bool docdb_id_valid(const char *id, size_t len)
+{
+	size_t dp = strlen(DOC_DESIGN_PREFIX);
+
+	if (len == 0 || len > DOC_MAX_ID || !body_utf8_valid(id, len))
+		return false;
+	if (id[0] != '_')
+		return true;
+	return len > dp && !memcmp(id, DOC_DESIGN_PREFIX, dp);
+}
+
+/* ---- writes: preparing a request (outside the transaction) ---- */
+
+/* What a request says, checked before the transaction. */
+struct prep {
+	struct body b;
+	const char *id;
+	size_t idlen;
+	const char *text;             /* the body as stored */
+	size_t tlen;
+	char *owned;                  /* text when normalized */
+	bool deleted;
+	struct doc_att *inl;          /* "data" attachments, already blobs */
+	size_t ninl;
+};
+
+static void prep_release(struct prep *p)
+{
+	body_release(&p->b);
+	free(p->owned);
+	doc_atts_free(p->inl, p->ninl);
+	memset(p, 0, sizeof(*p));
+}
+
+static const char *entry_str(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) ||
+	    !json_object_is_type(v, json_type_string))
+		return NULL;
+	return json_object_get_string(v);
+}
+
+static bool entry_true(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	return json_object_object_get_ex(o, key, &v) &&
+	       json_object_is_type(v, json_type_boolean) &&
+	       json_object_get_boolean(v);
+}
+
+static uint64_t entry_u64(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) ||
+	    !json_object_is_type(v, json_type_int) ||
+	    json_object_get_int64(v) < 0)
+		return 0;
+	return (uint64_t)json_object_get_int64(v);
+}
+
+/* Store every "_attachments" entry that carries "data" as a blob. */
+static int prep_inline_atts(struct docdb *d, struct doc_put *r, struct prep *p)
+{
+	size_t n;
+	int rc;
+
+	if (!p->b.attachments)
+		return 0;
+	n = (size_t)json_object_object_length(p->b.attachments);
+	if (n && !(p->inl = calloc(n, sizeof(*p->inl))))
+		return -ENOMEM;
+	json_object_object_foreach(p->b.attachments, name, e) {
+		struct json_object *data;
+		struct doc_att a = { .name = name };
+
+		if (!json_object_is_type(e, json_type_object))
+			return put_fail(r, BARREL_E_INVALID,
+					"attachment %.80s: not an object", name);
+		if (!json_object_object_get_ex(e, "data", &data))
+			continue;
+		if (!json_object_is_type(data, json_type_string))
+			return put_fail(r, BARREL_E_INVALID,
+					"attachment %.80s: data is not a string", name);
+		a.content_type = (char *)entry_str(e, "content_type");
+		a.revpos = entry_u64(e, "revpos");
+		rc = att_store_base64(d, json_object_get_string(data),
+				      (size_t)json_object_get_string_len(data), &a);
+		if (rc == BARREL_E_INVALID)
+			return put_fail(r, rc, "attachment %.80s: data is not base64",
+					name);
+		if (rc || (rc = doc_att_copy(&p->inl[p->ninl], &a)))
+			return rc;
+		p->ninl++;
+	}
+	return 0;
+}
+
+/* Parse and check one request (the part that needs no transaction). */
+static int prep_request(struct docdb *d, struct doc_put *r, struct prep *p)
+{
+	const char *text = r->body ? r->body : "{}";
+	size_t len = r->body ? r->len : 2;
+	int rc;
+
+	if (!r->body && !r->deleted)
+		return put_fail(r, BARREL_E_INVALID, "no document body");
+	if ((rc = body_parse(text, len, &p->b, r->error)))
+		return rc;
+	p->id = r->id ? r->id : p->b.id;
+	p->idlen = r->id ? r->idlen : p->b.idlen;
+	if (!p->id)
+		return put_fail(r, BARREL_E_INVALID, "the document has no id");
+	if (!docdb_id_valid(p->id, p->idlen))
+		return put_fail(r, BARREL_E_INVALID, "invalid document id");
+	p->deleted = r->deleted || p->b.deleted;
+	if (p->b.plain && !(r->flags & DOC_PUT_NORMALIZE)) {
+		p->text = text;
+		p->tlen = len;
+	} else if ((rc = body_normalize(&p->b, &p->owned, &p->tlen))) {
+		return rc;
+	} else {
+		p->text = p->owned;
+	}
+	if ((r->flags & DOC_PUT_REPLICATED) && !p->b.revisions && !r->parent &&
+	    !p->b.has_rev)
+		return put_fail(r, BARREL_E_INVALID,
+				"a replicated write needs _revisions or _rev");
+	return prep_inline_atts(d, r, p);
+}
+
+/* ---- writes: one document inside the transaction ---- */
+
+/* A document being edited (DESIGN.md "Documents", write steps). */
+struct edit {
+	struct docdb *d;
+	struct btxn *txn;
+	struct doc_put *r;
+	struct prep *p;
+	struct revtree *tree;
+	struct bval old;              /* document record before, if any */
+	struct docrec rec;            /* old split */
+	bool have_w0;                 /* the document existed */
+	struct rev w0;                /* its winner then */
+	struct revrec w0rec;          /* and that winner's record */
+	struct doc_att *atts;         /* the new revision's, sorted, owned */
+	size_t natts;
+	struct rev rev;               /* the new revision */
+	struct rev *drop;             /* bodies the policy drops */
+	size_t ndrop, capdrop;
+	uint8_t *newrec;              /* the new revision's record */
+	size_t newrec_len;
+	bool wrote;                   /* writes began: a failure now fails
+	                                 the whole transaction */
+};
+
+static void edit_release(struct edit *e)
+{
+	revtree_free(e->tree);
+	bval_release(&e->old);
+	revrec_release(&e->w0rec);
+	doc_atts_free(e->atts, e->natts);
+	free(e->drop);
+	free(e->newrec);
+}
+
+/* Step 1: the document as it is (or an empty tree for a new one). */
+static int edit_load(struct edit *e)
+{
+	int rc = btxn_get(e->txn, e->d->t_docs, e->p->id, e->p->idlen, &e->old);
+
+	if (rc == BARREL_E_NOTFOUND)
+		return revtree_new(&e->tree);
+	if (rc || (rc = docrec_split(e->old.data, e->old.len, &e->rec)) ||
+	    (rc = revtree_decode(e->rec.tree, e->rec.tree_len, &e->tree)) ||
+	    (rc = revtree_winner(e->tree, &e->w0, NULL)))
+		return rc;
+	e->have_w0 = true;
+	return revrec_decode(e->rec.winner, e->rec.winner_len, &e->w0rec);
+}
+
+/* The record of a kept revision: the old winner's, or one from "revs".
+ * *v holds the bytes *out borrows. */
+static int load_revrec(struct edit *e, const struct rev *rev, struct bval *v,
+		       struct revrec *out)
+{
+	char key[REVS_KEY_MAX];
+	size_t klen;
+	int rc;
+
+	if (e->have_w0 && rev_eq(rev, &e->w0)) {
+		*v = (struct bval){ 0 };
+		return revrec_decode(e->rec.winner, e->rec.winner_len, out);
+	}
+	klen = revs_key(e->p->id, e->p->idlen, rev, key);
+	if ((rc = btxn_get(e->txn, e->d->t_revs, key, klen, v)))
+		return rc == BARREL_E_NOTFOUND ? BARREL_E_CORRUPT : rc;
+	if ((rc = revrec_decode(v->data, v->len, out)))
+		bval_release(v);
+	return rc;
+}
+
+/* Add a (or replace the one of its name) in the new revision's set. */
+static int set_att(struct edit *e, const struct doc_att *a)
+{
+	struct doc_att copy, *grown;
+	size_t i;
+	int rc = doc_att_copy(&copy, a);
+
+	if (rc)
+		return rc;
+	copy.remove = false;
+	for (i = 0; i < e->natts; i++)
+		if (!strcmp(e->atts[i].name, a->name))
+			break;
+	if (i < e->natts) {
+		free(e->atts[i].name);
+		free(e->atts[i].content_type);
+		e->atts[i] = copy;
+		return 0;
+	}
+	grown = realloc(e->atts, (e->natts + 1) * sizeof(*grown));
+	if (!grown) {
+		free(copy.name);
+		free(copy.content_type);
+		return -ENOMEM;
+	}
+	e->atts = grown;
+	e->atts[e->natts++] = copy;
+	return 0;
+}
+
+static void remove_att(struct edit *e, const char *name)
+{
+	for (size_t i = 0; i < e->natts; i++) {
+		if (strcmp(e->atts[i].name, name))
+			continue;
+		free(e->atts[i].name);
+		free(e->atts[i].content_type);
+		e->atts[i] = e->atts[--e->natts];
+		return;
+	}
+}
+
+static const struct doc_att *find_att(const struct doc_att *atts, size_t n,
+				      const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(atts[i].name, name))
+			return &atts[i];
+	return NULL;
+}
+
+static int att_name_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct doc_att *)a)->name,
+		      ((const struct doc_att *)b)->name);
+}
+
+/* One "_attachments" entry applied to the new set; base is the parent's. */
+static int apply_att_entry(struct edit *e, const char *name,
+			   struct json_object *o, const struct revrec *base,
+			   uint64_t gen)
+{
+	const struct doc_att *a;
+	struct doc_att t;
+
+	if (entry_true(o, "stub")) {
+		const char *dg = entry_str(o, "digest");
+		uint8_t md5[16];
+
+		a = base ? find_att(base->atts, base->natts, name) : NULL;
+		if (!a || (dg && (doc_digest_parse(dg, md5) ||
+				  memcmp(md5, a->md5, 16))))
+			return put_fail(e->r, BARREL_E_NOTFOUND,
+					"attachment stub %.80s: the parent has no such "
+					"attachment", name);
+		return set_att(e, a);
+	}
+	if ((a = find_att(e->p->inl, e->p->ninl, name))) {
+		t = *a;
+	} else if (entry_true(o, "follows") &&
+		   (a = find_att(e->r->atts, e->r->natts, name)) && !a->remove) {
+		t = *a;
+	} else {
+		return put_fail(e->r, BARREL_E_INVALID,
+				"attachment %.80s: needs stub, data or follows",
+				name);
+	}
+	if (!t.revpos || !(e->r->flags & DOC_PUT_REPLICATED))
+		t.revpos = gen;
+	return set_att(e, &t);
+}
+
+/*
+ * Step 2b: the new revision's attachments: the parent's (with
+ * DOC_PUT_KEEP_ATTS), then "_attachments", then req.atts; sorted by name,
+ * each naming the stored blob when its content is already stored.
+ */
+static int resolve_atts(struct edit *e, const struct revrec *base,
+			uint64_t gen)
+{
+	const struct doc_put *r = e->r;
+	int rc = 0;
+
+	for (size_t i = 0; base && (r->flags & DOC_PUT_KEEP_ATTS) &&
+			   i < base->natts && !rc; i++)
+		rc = set_att(e, &base->atts[i]);
+	if (e->p->b.attachments) {
+		json_object_object_foreach(e->p->b.attachments, name, o) {
+			if (!rc)
+				rc = apply_att_entry(e, name, o, base, gen);
+		}
+	}
+	for (size_t i = 0; i < r->natts && !rc; i++) {
+		struct doc_att t = r->atts[i];
+
+		if (!t.name || (!t.remove && (t.blob == 0 && t.length != 0)))
+			return put_fail(e->r, BARREL_E_INVALID,
+					"attachment %zu has no name or content", i);
+		if (t.remove) {
+			remove_att(e, t.name);
+			continue;
+		}
+		if (!t.revpos || !(r->flags & DOC_PUT_REPLICATED))
+			t.revpos = gen;
+		rc = set_att(e, &t);
+	}
+	if (rc)
+		return rc;
+	qsort(e->atts, e->natts, sizeof(*e->atts), att_name_cmp);
+	for (size_t i = 0; i < e->natts && !rc; i++) {
+		uint64_t blob;
+
+		rc = att_find(e->d, e->txn, &e->atts[i], &blob);
+		if (!rc)
+			e->atts[i].blob = blob;
+		else if (rc == BARREL_E_NOTFOUND)
+			rc = 0;
+	}
+	return rc;
+}
+
+/* Attachments from the record of base (may be NULL: none). */
+static int resolve_atts_from(struct edit *e, const struct rev *base,
+			     uint64_t gen)
+{
+	struct bval v = { 0 };
+	struct revrec rr;
+	int rc;
+
+	if (!base)
+		return resolve_atts(e, NULL, gen);
+	if ((rc = load_revrec(e, base, &v, &rr)))
+		return rc;
+	rc = resolve_atts(e, &rr, gen);
+	revrec_release(&rr);
+	bval_release(&v);
+	return rc;
+}
+
+/* The id of the edit: body_rev over the body and the new attachments. */
+static int edit_rev_id(struct edit *e, const struct rev *hp)
+{
+	struct body_att_digest *dd = calloc(e->natts ? e->natts : 1,
+					    sizeof(*dd));
+	int rc;
+
+	if (!dd)
+		return -ENOMEM;
+	for (size_t i = 0; i < e->natts; i++)
+		dd[i] = (struct body_att_digest){ e->atts[i].name,
+			strlen(e->atts[i].name), e->atts[i].md5,
+			e->atts[i].length };
+	rc = body_rev(&e->p->b, hp, e->p->deleted, dd, e->natts, &e->rev);
+	free(dd);
+	return rc;
+}
+
+/* Step 2, new_edits=true: the parent, the new id, the edit. */
+static int edit_new_rev(struct edit *e)
+{
+	const struct rev *parent = e->r->parent, *hp;
+	bool w0_deleted = e->have_w0 && revtree_is_deleted(e->tree);
+	struct revtree_info ri;
+	int rc;
+
+	if (!parent && e->p->b.has_rev)
+		parent = &e->p->b.rev;
+	if (e->r->flags & DOC_PUT_ON_WINNER)
+		parent = e->have_w0 && !w0_deleted ? &e->w0 : NULL;
+	if (parent && (revtree_find(e->tree, parent, &ri) || !ri.is_leaf))
+		return put_fail(e->r, BARREL_E_CONFLICT,
+				"document update conflict: the parent is not a "
+				"current revision");
+	if (!parent && e->have_w0 && !w0_deleted)
+		return put_fail(e->r, BARREL_E_CONFLICT,
+				"document update conflict: the document exists");
+	/* a deleted document is recreated on its winning tombstone */
+	hp = parent ? parent : e->have_w0 ? &e->w0 : NULL;
+	if ((rc = resolve_atts_from(e, parent, hp ? hp->gen + 1 : 1)) ||
+	    (rc = edit_rev_id(e, hp)))
+		return rc;
+	rc = revtree_add_edit(e->tree, parent, &e->rev, e->p->deleted, 0);
+	if (rc == BARREL_E_CONFLICT)
+		return put_fail(e->r, rc, "document update conflict: the same "
+				"edit was already made");
+	return rc;
+}
+
+/* Step 2, new_edits=false: graft the path; *added false is a no-op. */
+static int edit_graft(struct edit *e, bool *added)
+{
+	struct rev one = e->r->parent ? *e->r->parent : e->p->b.rev;
+	const struct rev *path = e->p->b.revisions ? e->p->b.revisions : &one;
+	size_t n = e->p->b.revisions ? e->p->b.nrevisions : 1;
+	const struct rev *base = NULL;
+	struct revtree_info ri;
+	int rc;
+
+	e->rev = path[0];
+	if (!revtree_find(e->tree, &path[0], &ri) && !ri.missing) {
+		*added = false;
+		return 0;
+	}
+	for (size_t i = 1; i < n && !base; i++)
+		if (!revtree_find(e->tree, &path[i], &ri) && ri.has_body)
+			base = &path[i];
+	if ((rc = resolve_atts_from(e, base, path[0].gen)))
+		return rc;
+	rc = revtree_graft(e->tree, path, n, e->p->deleted, 0, added);
+	if (rc == BARREL_E_CONFLICT || rc == BARREL_E_INVALID)
+		return put_fail(e->r, rc, "_revisions do not fit the document's "
+				"history");
+	return rc;
+}
+
+/* Steps 3 and 4: stem to revs_limit and prune bodies by the policy; the
+ * bodies dropped are listed in e->drop. */
+static int note_drop(void *arg, const struct rev *rev, uint64_t body_ref)
+{
+	struct edit *e = arg;
+
+	(void)body_ref;
+	if (e->ndrop == e->capdrop) {
+		size_t cap = e->capdrop ? e->capdrop * 2 : 8;
+		struct rev *grown = realloc(e->drop, cap * sizeof(*grown));
+
+		if (!grown)
+			return -ENOMEM;
+		e->drop = grown;
+		e->capdrop = cap;
+	}
+	e->drop[e->ndrop++] = *rev;
+	return 0;
+}
+
+static int edit_policy(struct edit *e)
+{
+	int rc = revtree_stem(e->tree, e->d->revs_limit, note_drop, e, NULL);
+
+	if (!rc && e->d->keep_bodies)
+		rc = revtree_prune_bodies(e->tree, e->d->keep_bodies, note_drop,
+					  e, NULL);
+	return rc;
+}
+
+static bool kept(const struct edit *e, const struct rev *rev)
+{
+	struct revtree_info ri;
+
+	return !revtree_find(e->tree, rev, &ri) && ri.has_body;
+}
+
+/* Put a revision record under id/rev in "revs". */
+static int put_revs(struct edit *e, const struct rev *rev, const void *rec,
+		    size_t len)
+{
+	char key[REVS_KEY_MAX];
+	size_t klen = revs_key(e->p->id, e->p->idlen, rev, key);
+
+	return btxn_put(e->txn, e->d->t_revs, key, klen, rec, len, NULL);
+}
+
+/* Drop one body the policy dropped, and its attachment references. */
+static int drop_body(struct edit *e, const struct rev *rev)
+{
+	char key[REVS_KEY_MAX];
+	size_t klen = revs_key(e->p->id, e->p->idlen, rev, key);
+	struct bval v = { 0 };
+	struct revrec rr;
+	int rc = load_revrec(e, rev, &v, &rr);
+
+	for (size_t i = 0; !rc && i < rr.natts; i++)
+		rc = att_ref(e->d, e->txn, &rr.atts[i], -1);
+	if (!rc)
+		revrec_release(&rr);
+	bval_release(&v);
+	if (rc || (e->have_w0 && rev_eq(rev, &e->w0)))
+		return rc;
+	return btxn_del(e->txn, e->d->t_revs, key, klen);
+}
+
+/*
+ * Step 5: the document record with the new winner's record; bodies move
+ * between it and "revs" so that only the winner's is inline. Builds the
+ * record before writing anything, so a record too big fails alone.
+ */
+static int edit_write(struct edit *e, int64_t now)
+{
+	char key[REVS_KEY_MAX];
+	size_t klen = 0, wlen, dlen = 0;
+	struct rev w1;
+	struct bval v1 = { 0 };
+	const uint8_t *wrec;
+	uint8_t *doc = NULL;
+	bool new_kept = kept(e, &e->rev);
+	int rc;
+
+	if ((rc = revtree_winner(e->tree, &w1, NULL)))
+		return rc;
+	rc = revrec_encode(e->p->deleted, now, e->atts, e->natts, e->p->text,
+			   e->p->tlen, &e->newrec, &e->newrec_len);
+	if (rc == BARREL_E_TOOBIG)
+		return put_fail(e->r, rc, "revision record over %u bytes",
+				BDB_MAX_VALUE);
+	if (rc)
+		return rc;
+	if (rev_eq(&w1, &e->rev)) {
+		wrec = e->newrec;
+		wlen = e->newrec_len;
+	} else if (e->have_w0 && rev_eq(&w1, &e->w0)) {
+		wrec = e->rec.winner;
+		wlen = e->rec.winner_len;
+	} else {                      /* another branch wins now */
+		klen = revs_key(e->p->id, e->p->idlen, &w1, key);
+		if ((rc = btxn_get(e->txn, e->d->t_revs, key, klen, &v1)))
+			return rc == BARREL_E_NOTFOUND ? BARREL_E_CORRUPT : rc;
+		wrec = v1.data;
+		wlen = v1.len;
+	}
+	rc = docrec_build(e->tree, wrec, wlen, &doc, &dlen);
+	if (rc == BARREL_E_TOOBIG)
+		rc = put_fail(e->r, rc, "document record over %u bytes",
+			      BDB_MAX_VALUE);
+	/* nothing is written before this point */
+	e->wrote = !rc;
+	if (!rc && klen)
+		rc = btxn_del(e->txn, e->d->t_revs, key, klen);
+	for (size_t i = 0; !rc && new_kept && i < e->natts; i++)
+		rc = att_ref(e->d, e->txn, &e->atts[i], +1);
+	for (size_t i = 0; !rc && i < e->ndrop; i++)
+		rc = drop_body(e, &e->drop[i]);
+	if (!rc && new_kept && !rev_eq(&w1, &e->rev))
+		rc = put_revs(e, &e->rev, e->newrec, e->newrec_len);
+	if (!rc && e->have_w0 && !rev_eq(&w1, &e->w0) && kept(e, &e->w0) &&
+	    !rev_eq(&e->w0, &e->rev))
+		rc = put_revs(e, &e->w0, e->rec.winner, e->rec.winner_len);
+	if (!rc)
+		rc = btxn_put(e->txn, e->d->t_docs, e->p->id, e->p->idlen, doc,
+			      dlen, &e->r->seq);
+	free(doc);
+	bval_release(&v1);
+	return rc;
+}
+
+/* One request inside the transaction (DESIGN.md "Documents", steps 1-5). */
+static int put_one(struct docdb *d, struct btxn *txn, struct doc_put *r,
+		   struct prep *p, int64_t now, bool *wrote)
+{
+	struct edit e = { .d = d, .txn = txn, .r = r, .p = p };
+	bool added = true;
+	int rc = edit_load(&e);
+
+	if (!rc)
+		rc = r->flags & DOC_PUT_REPLICATED ? edit_graft(&e, &added)
+						   : edit_new_rev(&e);
+	if (!rc && added)
+		rc = edit_policy(&e);
+	if (!rc && added)
+		rc = edit_write(&e, now);
+	r->rev = e.rev;
+	*wrote = e.wrote;
+	edit_release(&e);
+	return rc;
+}
+
+static void put_result(struct doc_put *r, int rc)
+{
+	r->rc = rc;
+	if (rc && !r->error[0])
+		snprintf(r->error, sizeof(r->error), "%s", barrel_strerror(rc));
+	if (rc)
+		r->seq = 0;
+}
+
+/* Every write that had succeeded fails with the transaction's rc. */
+static int put_fail_all(struct doc_put *req, size_t n, int rc)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!req[i].rc) {
+			req[i].error[0] = '\0';
+			put_result(&req[i], rc);
+		}
+	return rc;
+}
+
+int docdb_put(struct docdb *d, struct doc_put *req, size_t n)
+{
+	struct prep *p = calloc(n ? n : 1, sizeof(*p));
+	bool any = false, wrote;
+	int64_t now = now_ms();
+	struct btxn *txn;
+	int rc = 0;
+
+	if (!p)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		req[i].error[0] = '\0';
+		req[i].seq = 0;
+		memset(&req[i].rev, 0, sizeof(req[i].rev));
+		put_result(&req[i], prep_request(d, &req[i], &p[i]));
+	}
+	if ((rc = bdb_begin(d->db, &txn))) {
+		put_fail_all(req, n, rc);
+		goto out_free;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (req[i].rc)
+			continue;
+		rc = put_one(d, txn, &req[i], &p[i], now, &wrote);
+		any |= wrote;
+		if (rc && wrote) {
+			btxn_abort(txn);
+			put_fail_all(req, n, rc);
+			goto out_free;
+		}
+		put_result(&req[i], rc);
+	}
+	rc = 0;
+	if (!any)
+		btxn_abort(txn);
+	else if ((rc = btxn_commit(txn)))
+		put_fail_all(req, n, rc);
+out_free:
+	for (size_t i = 0; i < n; i++)
+		prep_release(&p[i]);
+	free(p);
+	return rc;
+}
+
+/* ---- reads ---- */
+
+/* The snapshot to read from: snap, or a fresh one into *own. */
+static int use_snap(struct docdb *d, struct bsnap **snap, struct bsnap **own)
+{
+	*own = NULL;
+	if (*snap)
+		return 0;
+	int rc = bdb_snapshot(d->db, own);
+
+	*snap = *own;
+	return rc;
+}
+
+void doc_release(struct doc *doc)
+{
+	free(doc->id);
+	free(doc->body);
+	doc_atts_free(doc->atts, doc->natts);
+	revtree_free(doc->tree);
+	memset(doc, 0, sizeof(*doc));
+}
+
+/* Fill out from a revision record (copies what it keeps). */
+static int fill_doc(struct doc *out, const char *id, size_t idlen,
+		    const struct rev *rev, uint64_t seq, const void *rec,
+		    size_t len)
+{
+	struct revrec rr;
+	int rc = revrec_decode(rec, len, &rr);
+
+	if (rc)
+		return rc;
+	out->id = strndup(id, idlen);
+	out->body = malloc(rr.len + 1);
+	if (!out->id || !out->body) {
+		revrec_release(&rr);
+		doc_release(out);
+		return -ENOMEM;
+	}
+	out->idlen = idlen;
+	out->rev = *rev;
+	out->seq = seq;
+	out->deleted = rr.deleted;
+	out->time_ms = rr.time_ms;
+	memcpy(out->body, rr.body, rr.len);
+	out->body[rr.len] = '\0';
+	out->len = rr.len;
+	out->atts = rr.atts;          /* moved into the doc */
+	out->natts = rr.natts;
+	return 0;
+}
+
+/* The record of rev (not the winner) from "revs". */
+static int get_body(struct docdb *d, struct bsnap *snap, const char *id,
+		    size_t idlen, const struct revtree *t, const struct rev *rev,
+		    struct bval *v)
+{
+	struct revtree_info ri;
+	char key[REVS_KEY_MAX];
+
+	if (revtree_find(t, rev, &ri) || !ri.has_body)
+		return BARREL_E_NOTFOUND;
+	return bsnap_get(snap, d->t_revs, key, revs_key(id, idlen, rev, key), v);
+}
+
+/* A document record read into out (see docdb_get). */
+static int read_doc(struct docdb *d, struct bsnap *snap, const char *id,
+		    size_t idlen, const void *val, size_t vlen, uint64_t seq,
+		    const struct rev *rev, unsigned flags, struct doc *out)
+{
+	struct revtree *t = NULL;
+	struct bval body = { 0 };
+	struct docrec rec;
+	struct rev w;
+	int rc;
+
+	if ((rc = docrec_split(val, vlen, &rec)) ||
+	    (rc = revtree_decode(rec.tree, rec.tree_len, &t)) ||
+	    (rc = revtree_winner(t, &w, NULL)))
+		goto out_free;
+	if (!rev && rec.deleted && !(flags & DOC_GET_DELETED)) {
+		out->deleted = true;
+		rc = BARREL_E_NOTFOUND;
+		goto out_free;
+	}
+	if (!rev || rev_eq(rev, &w))
+		rc = fill_doc(out, id, idlen, &w, seq, rec.winner, rec.winner_len);
+	else if (!(rc = get_body(d, snap, id, idlen, t, rev, &body)))
+		rc = fill_doc(out, id, idlen, rev, seq, body.data, body.len);
+	if (!rc && (flags & DOC_GET_TREE)) {
+		out->tree = t;
+		t = NULL;
+	}
+out_free:
+	bval_release(&body);
+	revtree_free(t);
+	return rc;
+}
+
+int docdb_get(struct docdb *d, struct bsnap *snap, const char *id,
+	      size_t idlen, const struct rev *rev, unsigned flags,
+	      struct doc *out)
+{
+	struct bsnap *own;
+	struct bval v = { 0 };
+	int rc = use_snap(d, &snap, &own);
+
+	memset(out, 0, sizeof(*out));
+	if (rc)
+		return rc;
+	if (!(rc = bsnap_get(snap, d->t_docs, id, idlen, &v)))
+		rc = read_doc(d, snap, id, idlen, v.data, v.len, v.seq, rev,
+			      flags, out);
+	bval_release(&v);
+	if (own)
+		bsnap_release(own);
+	return rc;
+}
+
+int docdb_get_many(struct docdb *d, struct bsnap *snap, struct doc_get *req,
+		   size_t n)
+{
+	struct bsnap *own;
+	int rc = use_snap(d, &snap, &own);
+
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < n; i++)
+		req[i].rc = docdb_get(d, snap, req[i].id, req[i].idlen,
+				      req[i].rev, req[i].flags, &req[i].doc);
+	if (own)
+		bsnap_release(own);
+	return 0;
+}
+
+int docdb_tree(struct docdb *d, struct bsnap *snap, const char *id,
+	       size_t idlen, struct revtree **out, uint64_t *seq)
+{
+	struct bsnap *own;
+	struct bval v = { 0 };
+	struct docrec rec;
+	int rc = use_snap(d, &snap, &own);
+
+	if (rc)
+		return rc;
+	if (!(rc = bsnap_get(snap, d->t_docs, id, idlen, &v)) &&
+	    !(rc = docrec_split(v.data, v.len, &rec)))
+		rc = revtree_decode(rec.tree, rec.tree_len, out);
+	if (!rc && seq)
+		*seq = v.seq;
+	bval_release(&v);
+	if (own)
+		bsnap_release(own);
+	return rc;
+}
+
+/* ---- CouchDB's JSON form ---- */
+
+static struct json_object *rev_json(const struct rev *r)
+{
+	char buf[REV_STR_SIZE];
+
+	rev_format(r, buf, sizeof(buf));
+	return json_object_new_string(buf);
+}
+
+static int add_rev_list(struct json_object *o, const char *key,
+			const struct rev *revs, size_t n)
+{
+	struct json_object *a = json_object_new_array();
+
+	for (size_t i = 0; a && i < n; i++)
+		json_object_array_add(a, rev_json(&revs[i]));
+	return a ? json_object_object_add(o, key, a) : -ENOMEM;
+}
+
+static int add_conflicts(struct json_object *o, const struct doc *doc,
+			 bool deleted)
+{
+	struct rev *revs;
+	size_t n;
+	int rc = deleted ? revtree_deleted_conflicts(doc->tree, &revs, &n)
+			 : revtree_conflicts(doc->tree, &revs, &n);
+
+	if (!rc && n)
+		rc = add_rev_list(o, deleted ? "_deleted_conflicts" : "_conflicts",
+				  revs, n);
+	free(revs);
+	return rc;
+}
+
+static int add_revisions(struct json_object *o, const struct doc *doc)
+{
+	uint32_t max = DOC_REVS_LIMIT * 4;
+	struct rev *path = calloc(max, sizeof(*path));
+	struct json_object *r = json_object_new_object();
+	struct json_object *ids = json_object_new_array();
+	size_t n = 0;
+	int rc = path && r && ids ? 0 : -ENOMEM;
+
+	if (!rc)
+		rc = revtree_path(doc->tree, &doc->rev, path, max, &n);
+	for (size_t i = 0; !rc && i < n; i++) {
+		char buf[REV_STR_SIZE];
+
+		rev_format(&path[i], buf, sizeof(buf));
+		json_object_array_add(ids, json_object_new_string(strchr(buf, '-') + 1));
+	}
+	if (!rc) {
+		json_object_object_add(r, "start",
+				       json_object_new_int64((int64_t)doc->rev.gen));
+		json_object_object_add(r, "ids", ids);
+		ids = NULL;
+		rc = json_object_object_add(o, "_revisions", r);
+		r = NULL;
+	}
+	json_object_put(ids);
+	json_object_put(r);
+	free(path);
+	return rc;
+}
+
+static int add_att_stubs(struct json_object *o, const struct doc *doc)
+{
+	struct json_object *all = json_object_new_object();
+
+	if (!all)
+		return -ENOMEM;
+	for (size_t i = 0; i < doc->natts; i++) {
+		const struct doc_att *a = &doc->atts[i];
+		struct json_object *e = json_object_new_object();
+		char dg[DOC_DIGEST_SIZE];
+
+		if (!e)
+			break;
+		doc_digest_format(a->md5, dg);
+		json_object_object_add(e, "content_type",
+				       json_object_new_string(a->content_type));
+		json_object_object_add(e, "revpos",
+				       json_object_new_int64((int64_t)a->revpos));
+		json_object_object_add(e, "digest", json_object_new_string(dg));
+		json_object_object_add(e, "length",
+				       json_object_new_int64((int64_t)a->length));
+		json_object_object_add(e, "stub", json_object_new_boolean(1));
+		json_object_object_add(all, a->name, e);
+	}
+	return json_object_object_add(o, "_attachments", all);
+}
+
+int doc_json(const struct doc *doc, unsigned flags, struct json_object **out)
+{
+	struct json_object *o = json_object_new_object();
+	struct body b;
+	int rc = body_parse(doc->body, doc->len, &b, NULL);
+
+	if (!rc && !o)
+		rc = -ENOMEM;
+	if (!rc && (flags & (DOC_JSON_CONFLICTS | DOC_JSON_DELETED_CONFLICTS |
+			     DOC_JSON_REVISIONS)) && !doc->tree)
+		rc = BARREL_E_INVALID;
+	if (!rc && (flags & DOC_JSON_META)) {
+		json_object_object_add(o, "_id",
+				       json_object_new_string_len(doc->id,
+								  (int)doc->idlen));
+		json_object_object_add(o, "_rev", rev_json(&doc->rev));
+		if (doc->deleted)
+			json_object_object_add(o, "_deleted",
+					       json_object_new_boolean(1));
+	}
+	if (!rc) {
+		json_object_object_foreach(b.obj, key, val) {
+			if (key[0] != '_')
+				json_object_object_add(o, key, json_object_get(val));
+		}
+	}
+	if (!rc && (flags & DOC_JSON_ATTS) && doc->natts)
+		rc = add_att_stubs(o, doc);
+	if (!rc && (flags & DOC_JSON_CONFLICTS))
+		rc = add_conflicts(o, doc, false);
+	if (!rc && (flags & DOC_JSON_DELETED_CONFLICTS))
+		rc = add_conflicts(o, doc, true);
+	if (!rc && (flags & DOC_JSON_REVISIONS))
+		rc = add_revisions(o, doc);
+	body_release(&b);
+	if (rc) {
+		json_object_put(o);
+		return rc;
+	}
+	*out = o;
+	return 0;
+}
+
+/* ---- listings ---- */
+
+/* One document entry of "docs" as a row for cb. */
+static int emit_row(struct docdb *d, struct bsnap *snap,
+		    const struct bentry *en, unsigned flags, doc_row_cb cb,
+		    void *arg)
+{
+	struct revtree_info *leaves = NULL;
+	struct revtree *t = NULL;
+	struct doc doc = { 0 };
+	struct rev *revs = NULL;
+	struct docrec rec;
+	size_t n = 0;
+	int rc;
+
+	if ((rc = docrec_split(en->val, en->vlen, &rec)))
+		return rc;
+	if (rec.deleted && (flags & DOC_ROWS_SKIP_DELETED))
+		return 0;
+	if ((rc = revtree_decode(rec.tree, rec.tree_len, &t)) ||
+	    (rc = revtree_leaves(t, &leaves, &n)))
+		goto out_free;
+	if (!(flags & DOC_ROWS_ALL_LEAVES))
+		n = n ? 1 : 0;
+	if (!(revs = calloc(n ? n : 1, sizeof(*revs)))) {
+		rc = -ENOMEM;
+		goto out_free;
+	}
+	for (size_t i = 0; i < n; i++)
+		revs[i] = leaves[i].rev;
+	if ((flags & DOC_ROWS_DOCS) && n)
+		rc = read_doc(d, snap, en->key, en->klen, en->val, en->vlen,
+			      en->seq, NULL, DOC_GET_DELETED, &doc);
+	if (!rc)
+		rc = cb(arg, &(struct doc_row){
+			.id = en->key, .idlen = en->klen, .seq = en->seq,
+			.deleted = rec.deleted, .revs = revs, .nrevs = n,
+			.doc = (flags & DOC_ROWS_DOCS) ? &doc : NULL });
+out_free:
+	doc_release(&doc);
+	free(revs);
+	free(leaves);
+	revtree_free(t);
+	return rc;
+}
+
+/* Every entry of cursor c as a row, at most limit (0: all). */
+static int emit_rows(struct docdb *d, struct bsnap *snap, struct bcursor *c,
+		     uint64_t limit, unsigned flags, doc_row_cb cb, void *arg,
+		     uint64_t *last)
+{
+	struct bentry en;
+	uint64_t rows = 0;
+	int rc;
+
+	while ((!limit || rows < limit) && (rc = bcursor_next(c, &en)) == 1) {
+		if ((rc = emit_row(d, snap, &en, flags, cb, arg)))
+			return rc;
+		if (last)
+			*last = en.seq;
+		rows++;
+	}
+	return rc < 0 ? rc : 0;
+}
+
+int docdb_changes(struct docdb *d, struct bsnap *snap, uint64_t since,
+		  uint64_t limit, unsigned flags, doc_row_cb cb, void *arg,
+		  uint64_t *last)
+{
+	struct bsnap *own;
+	struct bcursor *c;
+	int rc = use_snap(d, &snap, &own);
+
+	if (rc)
+		return rc;
+	if (last)
+		*last = (flags & DOC_ROWS_DESCENDING) ? 0 : bsnap_seq(snap);
+	rc = bsnap_changes(snap, d->t_docs, since,
+			   flags & DOC_ROWS_DESCENDING ? BCURSOR_REVERSE : 0, &c);
+	if (!rc) {
+		rc = emit_rows(d, snap, c, limit, flags & ~DOC_ROWS_SKIP_DELETED,
+			       cb, arg, last);
+		bcursor_free(c);
+	}
+	if (own)
+		bsnap_release(own);
+	return rc;
+}
+
+int docdb_all_docs(struct docdb *d, struct bsnap *snap, const char *start,
+		   size_t slen, const char *end, size_t elen, unsigned flags,
+		   doc_row_cb cb, void *arg)
+{
+	struct bsnap *own;
+	struct bcursor *c;
+	int rc = use_snap(d, &snap, &own);
+
+	if (rc)
+		return rc;
+	if (!(flags & DOC_ROWS_DELETED))
+		flags |= DOC_ROWS_SKIP_DELETED;
+	rc = bsnap_scan(snap, d->t_docs, start, slen, end, elen,
+			flags & DOC_ROWS_DESCENDING ? BCURSOR_REVERSE : 0, &c);
+	if (!rc) {
+		rc = emit_rows(d, snap, c, 0, flags, cb, arg, NULL);
+		bcursor_free(c);
+	}
+	if (own)
+		bsnap_release(own);
+	return rc;
+}
+
+/* ---- local documents ---- */
+
+static int local_check(struct docdb *d, struct btxn *txn, const char *id,
+		       size_t idlen, uint64_t parent, uint64_t *cur)
+{
+	struct bval v = { 0 };
+	int rc = btxn_get(txn, d->t_local, id, idlen, &v);
+
+	*cur = 0;
+	if (rc == BARREL_E_NOTFOUND)
+		rc = 0;
+	else if (!rc && v.len < 8)
+		rc = BARREL_E_CORRUPT;
+	else if (!rc)
+		*cur = get_le(v.data, 8);
+	bval_release(&v);
+	if (!rc && *cur != parent)
+		rc = BARREL_E_CONFLICT;
+	return rc;
+}
+
+static bool local_id_valid(const char *id, size_t idlen)
+{
+	return idlen > 0 && idlen <= DOC_MAX_ID && body_utf8_valid(id, idlen);
+}
+
+/* One local write in its own commit: put (body) or delete (NULL). */
+static int local_write(struct docdb *d, const char *id, size_t idlen,
+		       const char *body, size_t len, uint64_t parent,
+		       uint64_t *rev)
+{
+	struct btxn *txn;
+	uint64_t cur;
+	uint8_t *val = NULL;
+	int rc;
+
+	if (body && !(val = malloc(8 + len)))
+		return -ENOMEM;
+	if ((rc = bdb_begin(d->db, &txn)))
+		goto out_free;
+	rc = local_check(d, txn, id, idlen, parent, &cur);
+	if (!rc && body) {
+		put_le(val, cur + 1, 8);
+		memcpy(val + 8, body, len);
+		rc = btxn_put(txn, d->t_local, id, idlen, val, 8 + len, NULL);
+	} else if (!rc) {
+		rc = cur ? btxn_del(txn, d->t_local, id, idlen)
+			 : BARREL_E_NOTFOUND;
+	}
+	if (rc)
+		btxn_abort(txn);
+	else if (!(rc = btxn_commit(txn)) && rev)
+		*rev = cur + 1;
+out_free:
+	free(val);
+	return rc;
+}
+
+int docdb_local_put(struct docdb *d, const char *id, size_t idlen,
+		    const char *body, size_t len, uint64_t parent,
+		    uint64_t *rev, char *err)
+{
+	struct body b;
+	int rc;
+
+	if (!local_id_valid(id, idlen)) {
+		if (err)
+			snprintf(err, DOC_ERRLEN, "invalid local document id");
+		return BARREL_E_INVALID;
+	}
+	rc = body_parse(body, len, &b, err);
+	body_release(&b);
+	if (rc)
+		return rc;
+	rc = local_write(d, id, idlen, body, len, parent, rev);
+	if (rc == BARREL_E_CONFLICT && err)
+		snprintf(err, DOC_ERRLEN, "local document update conflict");
+	return rc;
+}
+
+int docdb_local_get(struct docdb *d, struct bsnap *snap, const char *id,
+		    size_t idlen, char **body, size_t *len, uint64_t *rev)
+{
+	struct bsnap *own;
+	struct bval v = { 0 };
+	int rc = use_snap(d, &snap, &own);
+
+	if (rc)
+		return rc;
+	rc = bsnap_get(snap, d->t_local, id, idlen, &v);
+	if (!rc && v.len < 8)
+		rc = BARREL_E_CORRUPT;
+	if (!rc && !(*body = malloc(v.len - 8 + 1)))
+		rc = -ENOMEM;
+	if (!rc) {
+		memcpy(*body, (uint8_t *)v.data + 8, v.len - 8);
+		(*body)[v.len - 8] = '\0';
+		*len = v.len - 8;
+		if (rev)
+			*rev = get_le(v.data, 8);
+	}
+	bval_release(&v);
+	if (own)
+		bsnap_release(own);
+	return rc;
+}
+
+int docdb_local_del(struct docdb *d, const char *id, size_t idlen,
+		    uint64_t parent)
+{
+	return local_write(d, id, idlen, NULL, 0, parent, NULL);
+}
+
+int docdb_local_list(struct docdb *d, struct bsnap *snap, const char *prefix,
+		     size_t plen, int (*cb)(void *arg, const char *id,
+					     size_t idlen, uint64_t rev),
+		     void *arg)
+{
+	struct bsnap *own;
+	struct bcursor *c = NULL;
+	struct bentry en;
+	int rc = use_snap(d, &snap, &own);
+
+	if (rc)
+		return rc;
+	rc = bsnap_scan(snap, d->t_local, prefix, plen, NULL, 0, 0, &c);
+	while (!rc && (rc = bcursor_next(c, &en)) == 1) {
+		if (en.klen < plen || memcmp(en.key, prefix, plen)) {
+			rc = 0;
+			break;
+		}
+		rc = en.vlen < 8 ? BARREL_E_CORRUPT
+				 : cb(arg, en.key, en.klen, get_le(en.val, 8));
+	}
+	if (!rc || rc == 1)
+		rc = 0;
+	if (c)
+		bcursor_free(c);
+	if (own)
+		bsnap_release(own);
+	return rc;
+}
