@@ -448,7 +448,8 @@ int body_normalize(const struct body *b, char **text, size_t *len)
 			goto out_put;
 		}
 	}
-	s = json_object_to_json_string_length(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
+	s = json_object_to_json_string_length(o, JSON_C_TO_STRING_PRETTY |
+					      JSON_C_TO_STRING_SPACED |
 					      JSON_C_TO_STRING_NOSLASHESCAPE, &n);
 	if (!s || !(*text = malloc(n + 2))) {
 		rc = -ENOMEM;
