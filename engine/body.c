@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#define XXH_STATIC_LINKING_ONLY   /* XXH3_state_t on the stack */
 #include <xxhash.h>
 
 #include "engine/body.h"
@@ -75,7 +76,21 @@ static size_t utf8_bad_at(const char *s, size_t len)
 	size_t i = 0;
 
 	while (i < len) {
-		size_t k = p[i] ? utf8_seq(p + i, len - i) : 0;
+		size_t k;
+		uint64_t w;
+
+		/* eight ASCII bytes without NUL at a time */
+		while (len - i >= 8) {
+			memcpy(&w, p + i, 8);
+			if ((w & 0x8080808080808080ull) ||
+			    ((w - 0x0101010101010101ull) & ~w &
+			     0x8080808080808080ull))
+				break;
+			i += 8;
+		}
+		if (i == len)
+			break;
+		k = p[i] ? utf8_seq(p + i, len - i) : 0;
 
 		if (!k)
 			return i;
@@ -111,8 +126,8 @@ static int parse_text(const char *text, size_t len, struct json_object **out,
 	tok = json_tokener_new_ex(BODY_MAX_DEPTH);
 	if (!tok)
 		return -ENOMEM;
-	json_tokener_set_flags(tok, JSON_TOKENER_STRICT |
-				    JSON_TOKENER_VALIDATE_UTF8);
+	/* UTF-8 was checked above, with the offset of a bad byte */
+	json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
 	*out = json_tokener_parse_ex(tok, text, (int)len);
 	jerr = json_tokener_get_error(tok);
 	end = json_tokener_get_parse_end(tok);
@@ -398,16 +413,14 @@ int body_rev(const struct body *b, const struct rev *parent, bool deleted,
 	uint8_t domain[16] = { 0 };
 	char pbuf[REV_STR_SIZE];
 	XXH128_canonical_t c;
-	XXH3_state_t *h;
+	XXH3_state_t state, *h = &state;
 	int rc;
 
 	if (parent && parent->gen >= REV_GEN_MAX)
 		return BARREL_E_INVALID;
 	if (parent && (rc = rev_format(parent, pbuf, sizeof(pbuf))))
 		return rc;
-	h = XXH3_createState();
-	if (!h)
-		return -ENOMEM;
+	XXH3_INITSTATE(h);
 	XXH3_128bits_reset(h);
 	memcpy(domain, REV_DOMAIN, strlen(REV_DOMAIN));
 	XXH3_128bits_update(h, domain, sizeof(domain));
@@ -427,7 +440,6 @@ int body_rev(const struct body *b, const struct rev *parent, bool deleted,
 		out->len = 16;
 		memcpy(out->hash, c.digest, 16);
 	}
-	XXH3_freeState(h);
 	return rc;
 }
 

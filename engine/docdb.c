@@ -717,7 +717,8 @@ static int resolve_atts(struct edit *e, const struct revrec *base,
 	}
 	if (rc)
 		return rc;
-	qsort(e->atts, e->natts, sizeof(*e->atts), att_name_cmp);
+	if (e->natts > 1)
+		qsort(e->atts, e->natts, sizeof(*e->atts), att_name_cmp);
 	for (size_t i = 0; i < e->natts && !rc; i++) {
 		uint64_t blob;
 

@@ -138,6 +138,8 @@ enum doc_put_flags {
  *    set) or removed (remove set), applied after the body's
  *    "_attachments": stubs there ({"stub":true}) carry over from the
  *    parent, "data" (base64) is stored, "follows" must be one of atts.
+ *    A new attachment's revpos is the new generation, except in a
+ *    replicated write, which keeps a non-zero revpos it is given.
  * Outputs: rc (0 or an error code), error (why, for a person), rev (the
  * new revision, or the one a no-op replicated write named), seq (the
  * document's sequence number after the commit; 0 for a no-op).
