@@ -6,6 +6,7 @@
  * object, never written out.
  */
 
+#include <ctype.h>
 #include <errno.h>
 #include <json-c/json.h>
 #include <stdarg.h>
@@ -111,49 +112,229 @@ static bool is_space(char c)
 	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
-/* Parse the text into one JSON value (step 1 of body_parse). */
+/*
+ * RFC 8259's grammar, checked before json-c builds anything: json-c's
+ * strict mode still takes NaN, Infinity, "1.", single quotes and raw
+ * control characters in strings, and a body is stored as given, so what
+ * we accept must be JSON to every reader.
+ */
+struct jscan {
+	const char *s;
+	size_t len, i;          /* i: where the scan is (or failed) */
+	const char *why;        /* why it failed */
+};
+
+static bool scan_fail(struct jscan *j, const char *why)
+{
+	j->why = why;
+	return false;
+}
+
+static void scan_ws(struct jscan *j)
+{
+	while (j->i < j->len && is_space(j->s[j->i]))
+		j->i++;
+}
+
+static bool scan_lit(struct jscan *j, const char *lit)
+{
+	size_t n = strlen(lit);
+
+	if (j->len - j->i < n || memcmp(j->s + j->i, lit, n))
+		return scan_fail(j, "unexpected character");
+	j->i += n;
+	return true;
+}
+
+static bool is_digit(char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+static bool scan_digits(struct jscan *j)
+{
+	size_t start = j->i;
+
+	while (j->i < j->len && is_digit(j->s[j->i]))
+		j->i++;
+	return j->i > start || scan_fail(j, "bad number");
+}
+
+/* -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? */
+static bool scan_number(struct jscan *j)
+{
+	if (j->s[j->i] == '-')
+		j->i++;
+	if (j->i < j->len && j->s[j->i] == '0')
+		j->i++;
+	else if (!scan_digits(j))
+		return false;
+	if (j->i < j->len && j->s[j->i] == '.') {
+		j->i++;
+		if (!scan_digits(j))
+			return false;
+	}
+	if (j->i < j->len && (j->s[j->i] == 'e' || j->s[j->i] == 'E')) {
+		j->i++;
+		if (j->i < j->len && (j->s[j->i] == '+' || j->s[j->i] == '-'))
+			j->i++;
+		if (!scan_digits(j))
+			return false;
+	}
+	return true;
+}
+
+static bool scan_string(struct jscan *j)
+{
+	for (j->i++; j->i < j->len; j->i++) {
+		unsigned char c = (unsigned char)j->s[j->i];
+
+		if (c == '"') {
+			j->i++;
+			return true;
+		}
+		if (c < 0x20)
+			return scan_fail(j, "control character in a string");
+		if (c != '\\')
+			continue;
+		if (++j->i == j->len)
+			break;
+		c = (unsigned char)j->s[j->i];
+		if (c == 'u') {
+			for (int k = 0; k < 4; k++)
+				if (++j->i == j->len || !isxdigit((unsigned char)j->s[j->i]))
+					return scan_fail(j, "bad \\u escape");
+		} else if (!strchr("\"\\/bfnrt", c) || !c) {
+			return scan_fail(j, "bad escape");
+		}
+	}
+	return scan_fail(j, "unexpected end of text");
+}
+
+static bool scan_value(struct jscan *j, unsigned depth);
+
+/* An object or array whose opening bracket is at j->i. */
+static bool scan_container(struct jscan *j, unsigned depth)
+{
+	char close = j->s[j->i] == '{' ? '}' : ']';
+
+	if (depth >= BODY_MAX_DEPTH)
+		return scan_fail(j, "nested too deep");
+	j->i++;
+	scan_ws(j);
+	if (j->i < j->len && j->s[j->i] == close) {
+		j->i++;
+		return true;
+	}
+	for (;;) {
+		if (close == '}') {
+			if (j->i >= j->len || j->s[j->i] != '"')
+				return scan_fail(j, "expected a member name");
+			if (!scan_string(j))
+				return false;
+			scan_ws(j);
+			if (j->i >= j->len || j->s[j->i] != ':')
+				return scan_fail(j, "expected ':'");
+			j->i++;
+		}
+		if (!scan_value(j, depth + 1))
+			return false;
+		scan_ws(j);
+		if (j->i < j->len && j->s[j->i] == close) {
+			j->i++;
+			return true;
+		}
+		if (j->i >= j->len || j->s[j->i] != ',')
+			return scan_fail(j, j->i >= j->len ? "unexpected end of text"
+							   : "expected ',' or a close");
+		j->i++;
+		scan_ws(j);
+	}
+}
+
+static bool scan_value(struct jscan *j, unsigned depth)
+{
+	scan_ws(j);
+	if (j->i >= j->len)
+		return scan_fail(j, "unexpected end of text");
+	switch (j->s[j->i]) {
+	case '{':
+	case '[':
+		return scan_container(j, depth);
+	case '"':
+		return scan_string(j);
+	case 't':
+		return scan_lit(j, "true");
+	case 'f':
+		return scan_lit(j, "false");
+	case 'n':
+		return scan_lit(j, "null");
+	default:
+		if (j->s[j->i] == '-' || is_digit(j->s[j->i]))
+			return scan_number(j);
+		return scan_fail(j, "unexpected character");
+	}
+}
+
+static const char *value_kind(char c)
+{
+	switch (c) {
+	case '[':
+		return "an array";
+	case '"':
+		return "a string";
+	case 't':
+	case 'f':
+		return "a boolean";
+	case 'n':
+		return "null";
+	}
+	return "a number";
+}
+
+/* Parse the text into one JSON object (step 1 of body_parse). */
 static int parse_text(const char *text, size_t len, struct json_object **out,
 		      char *err)
 {
+	struct jscan j = { .s = text, .len = len };
 	struct json_tokener *tok;
-	enum json_tokener_error jerr;
-	size_t bad = utf8_bad_at(text, len), end;
-	int rc = 0;
+	size_t bad = utf8_bad_at(text, len);
 
 	if (bad < len)
 		return body_fail(err, BARREL_E_BADJSON, "%s at byte %zu",
 				 text[bad] ? "invalid UTF-8" : "NUL byte", bad);
-	tok = json_tokener_new_ex(BODY_MAX_DEPTH);
-	if (!tok)
+	if (scan_value(&j, 0) && (scan_ws(&j), j.i < len))
+		scan_fail(&j, "text after the value");
+	if (j.why)
+		return body_fail(err, BARREL_E_BADJSON, "invalid JSON: %s at byte %zu",
+				 j.why, j.i);
+	j.i = 0;
+	scan_ws(&j);
+	if (text[j.i] != '{')
+		return body_fail(err, BARREL_E_NOTOBJECT,
+				 "document body must be a JSON object, not %s",
+				 value_kind(text[j.i]));
+	if (!(tok = json_tokener_new_ex(BODY_MAX_DEPTH + 1)))
 		return -ENOMEM;
-	/* UTF-8 was checked above, with the offset of a bad byte */
 	json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
 	*out = json_tokener_parse_ex(tok, text, (int)len);
-	jerr = json_tokener_get_error(tok);
-	end = json_tokener_get_parse_end(tok);
-	if (jerr == json_tokener_continue || (!*out && jerr == json_tokener_success))
-		rc = body_fail(err, BARREL_E_BADJSON,
-			       "invalid JSON: unexpected end of text at byte %zu",
-			       len);
-	else if (jerr == json_tokener_error_depth)
-		rc = body_fail(err, BARREL_E_BADJSON,
-			       "invalid JSON: nested deeper than %u at byte %zu",
-			       BODY_MAX_DEPTH, end);
-	else if (jerr != json_tokener_success)
-		rc = body_fail(err, BARREL_E_BADJSON, "invalid JSON: %s at byte %zu",
-			       json_tokener_error_desc(jerr), end);
-	while (!rc && end < len && is_space(text[end]))
-		end++;
-	if (!rc && end < len)
-		rc = body_fail(err, BARREL_E_BADJSON,
-			       "invalid JSON: text after the value at byte %zu",
-			       end);
+	if (!*out)   /* RFC 8259 JSON that json-c refuses */
+		body_fail(err, BARREL_E_BADJSON, "invalid JSON: %s at byte %zu",
+			  json_tokener_error_desc(json_tokener_get_error(tok)),
+			  json_tokener_get_parse_end(tok));
 	json_tokener_free(tok);
-	if (rc) {
-		json_object_put(*out);
-		*out = NULL;
-	}
-	return rc;
+	return *out ? 0 : BARREL_E_BADJSON;
+}
+
+/* Up to 64 bytes of s for a one-line message: control bytes become '?'. */
+static const char *printable(const char *s, char buf[68])
+{
+	size_t i;
+
+	for (i = 0; s[i] && i < 64; i++)
+		buf[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
+	memcpy(buf + i, s[i] ? "..." : "", s[i] ? 4 : 1);
+	return buf;
 }
 
 /* "_revisions": {"start": N, "ids": ["hash", ...]} as a path. */
@@ -182,7 +363,7 @@ static int parse_revisions(struct json_object *v, struct body *b, char *err)
 		return -ENOMEM;
 	for (size_t i = 0; i < n; i++) {
 		struct json_object *h = json_object_array_get_idx(ids, i);
-		char buf[REV_STR_SIZE];
+		char buf[REV_STR_SIZE], name[68];
 		int k;
 
 		if (!json_object_is_type(h, json_type_string) ||
@@ -193,7 +374,8 @@ static int parse_revisions(struct json_object *v, struct body *b, char *err)
 			     json_object_get_string(h));
 		if (rev_parse(buf, (size_t)k, &b->revisions[i]))
 			return body_fail(err, BARREL_E_BADREV,
-					 "_revisions: bad revision %s", buf);
+					 "_revisions: bad revision %s",
+					 printable(buf, name));
 	}
 	b->nrevisions = n;
 	return 0;
@@ -203,6 +385,8 @@ static int parse_revisions(struct json_object *v, struct body *b, char *err)
 static int parse_reserved(const char *key, struct json_object *v,
 			  struct body *b, char *err)
 {
+	char name[68];
+
 	static const char *const outputs[] = {
 		"_conflicts", "_deleted_conflicts", "_revs_info", "_local_seq",
 	};
@@ -245,7 +429,7 @@ static int parse_reserved(const char *key, struct json_object *v,
 		if (!strcmp(key, outputs[i]))
 			return 0;
 	return body_fail(err, BARREL_E_INVALID,
-			 "bad special document member: %.100s", key);
+			 "bad special document member: %s", printable(key, name));
 }
 
 /*
@@ -267,10 +451,6 @@ int body_parse(const char *text, size_t len, struct body *out, char *err)
 	rc = parse_text(text, len, &out->obj, err);
 	if (rc)
 		return rc;
-	if (!json_object_is_type(out->obj, json_type_object))
-		return body_fail(err, BARREL_E_NOTOBJECT,
-				 "document body must be a JSON object, not %s",
-				 json_type_to_name(json_object_get_type(out->obj)));
 	json_object_object_foreach(out->obj, key, val) {
 		if (key[0] == '_' && (rc = parse_reserved(key, val, out, err)))
 			return rc;

@@ -60,6 +60,7 @@ int doc_att_finish(struct doc_att_writer *w, struct doc_att *a)
 		doc_att_abort(w);
 		return -ENOMEM;
 	}
+	a->remove = false;
 	rc = bblob_finish(w->blob, &a->blob, &a->length);
 	EVP_MD_CTX_free(w->md5);
 	free(w);
@@ -238,8 +239,8 @@ static bool b64_valid(const char *s, size_t len)
 	return true;
 }
 
-int att_store_base64(struct docdb *d, const char *b64, size_t len,
-		     struct doc_att *a)
+int docdb_att_from_base64(struct docdb *d, const char *b64, size_t len,
+			  struct doc_att *a)
 {
 	struct doc_att_writer *w;
 	int rc;

@@ -175,9 +175,13 @@ int revrec_encode(bool deleted, int64_t time_ms, const struct doc_att *atts,
 	size_t size = REVREC_HEAD + len;
 	uint8_t *p;
 
-	for (size_t i = 0; i < natts; i++)
-		size += 44 + strlen(atts[i].name) +
-			strlen(atts[i].content_type);
+	for (size_t i = 0; i < natts; i++) {
+		size_t nl = strlen(atts[i].name), tl = strlen(atts[i].content_type);
+
+		if (nl > UINT16_MAX || tl > UINT16_MAX)
+			return BARREL_E_INVALID;
+		size += 44 + nl + tl;
+	}
 	if (size > BDB_MAX_VALUE)
 		return BARREL_E_TOOBIG;
 	if (!(p = malloc(size)))
@@ -473,8 +477,9 @@ static int prep_inline_atts(struct docdb *d, struct doc_put *r, struct prep *p)
 					"attachment %.80s: data is not a string", name);
 		a.content_type = (char *)entry_str(e, "content_type");
 		a.revpos = entry_u64(e, "revpos");
-		rc = att_store_base64(d, json_object_get_string(data),
-				      (size_t)json_object_get_string_len(data), &a);
+		rc = docdb_att_from_base64(d, json_object_get_string(data),
+					   (size_t)json_object_get_string_len(data),
+					   &a);
 		if (rc == BARREL_E_INVALID)
 			return put_fail(r, rc, "attachment %.80s: data is not base64",
 					name);
@@ -589,14 +594,27 @@ static int load_revrec(struct edit *e, const struct rev *rev, struct bval *v,
 	return rc;
 }
 
+/* Is name usable for an attachment? UTF-8, and not '_' first (CouchDB). */
+static bool att_name_valid(const char *name)
+{
+	size_t n = strlen(name);
+
+	return n > 0 && n <= UINT16_MAX && name[0] != '_' &&
+	       body_utf8_valid(name, n);
+}
+
 /* Add a (or replace the one of its name) in the new revision's set. */
 static int set_att(struct edit *e, const struct doc_att *a)
 {
 	struct doc_att copy, *grown;
 	size_t i;
-	int rc = doc_att_copy(&copy, a);
+	int rc;
 
-	if (rc)
+	if (!att_name_valid(a->name))
+		return put_fail(e->r, BARREL_E_INVALID,
+				"invalid attachment name (UTF-8, not starting "
+				"with '_')");
+	if ((rc = doc_att_copy(&copy, a)))
 		return rc;
 	copy.remove = false;
 	for (i = 0; i < e->natts; i++)

@@ -92,6 +92,15 @@ int doc_att_write(struct doc_att_writer *w, const void *buf, size_t len);
 int doc_att_finish(struct doc_att_writer *w, struct doc_att *a);
 void doc_att_abort(struct doc_att_writer *w);
 
+/* An attachment given as base64 text (CouchDB's inline "data"), decoded
+ * into a blob a piece at a time: like a writer's create/write/finish.
+ * BARREL_E_INVALID when the text is not base64. */
+int docdb_att_from_base64(struct docdb *d, const char *b64, size_t len,
+			  struct doc_att *a);
+
+/* Free n attachments' strings, then the array (NULL is a no-op). */
+void doc_atts_free(struct doc_att *atts, size_t n);
+
 /* Read an attachment of a document got from snap (not NULL): bblob_read()
  * on *out, owned by the caller (bblob_close() before releasing snap). */
 int docdb_att_open(struct docdb *d, struct bsnap *snap,

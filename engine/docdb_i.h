@@ -41,9 +41,6 @@ int revrec_encode(bool deleted, int64_t time_ms, const struct doc_att *atts,
 		  size_t natts, const char *body, size_t len, uint8_t **out,
 		  size_t *outlen);
 
-/* Free n attachments and their strings, then the array. */
-void doc_atts_free(struct doc_att *atts, size_t n);
-
 /* Deep copy of src's strings into dst (other fields copied). */
 int doc_att_copy(struct doc_att *dst, const struct doc_att *src);
 
@@ -57,10 +54,5 @@ int doc_att_copy(struct doc_att *dst, const struct doc_att *src);
 int att_find(struct docdb *d, struct btxn *txn, const struct doc_att *a,
 	     uint64_t *blob);
 int att_ref(struct docdb *d, struct btxn *txn, struct doc_att *a, int delta);
-
-/* Decode base64 text and stream it into a new blob: fills a's length,
- * md5 and blob. BARREL_E_INVALID when the text is not base64. */
-int att_store_base64(struct docdb *d, const char *b64, size_t len,
-		     struct doc_att *a);
 
 #endif
