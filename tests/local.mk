@@ -14,12 +14,18 @@ ENGINE_TESTS = \
 	tests/engine/test_gc \
 	tests/engine/test_crash \
 	tests/engine/test_corrupt \
-	tests/engine/test_revtree
+	tests/engine/test_revtree \
+	tests/engine/test_body \
+	tests/engine/test_docdb
 
-check_PROGRAMS += $(ENGINE_TESTS) tests/engine/killnine_writer
-TESTS += $(ENGINE_TESTS) tests/engine/test_killnine.sh tests/tools/test_barrelctl.sh
+check_PROGRAMS += $(ENGINE_TESTS) tests/engine/killnine_writer \
+	tests/fuzz/fuzz_body
+TESTS += $(ENGINE_TESTS) tests/engine/test_killnine.sh \
+	tests/tools/test_barrelctl.sh tests/tools/test_docs.sh \
+	tests/fuzz/test_fuzz_body.sh
 EXTRA_DIST += tests/engine/test_killnine.sh tests/tools/test_barrelctl.sh \
-	tests/engine/testutil.h tests/engine/testenv.h
+	tests/tools/test_docs.sh tests/fuzz/test_fuzz_body.sh \
+	tests/engine/testutil.h tests/engine/testenv.h tests/fuzz/corpus_body
 
 tests_engine_test_error_SOURCES = tests/engine/test_error.c
 tests_engine_test_io_SOURCES = tests/engine/test_io.c
@@ -32,5 +38,11 @@ tests_engine_test_gc_SOURCES = tests/engine/test_gc.c
 tests_engine_test_crash_SOURCES = tests/engine/test_crash.c
 tests_engine_test_corrupt_SOURCES = tests/engine/test_corrupt.c
 tests_engine_test_revtree_SOURCES = tests/engine/test_revtree.c
+tests_engine_test_body_SOURCES = tests/engine/test_body.c
+tests_engine_test_docdb_SOURCES = tests/engine/test_docdb.c
+# The body fuzz target: under gcc a standalone driver replays the corpus
+# and mutations of it; test_fuzz_body.sh also runs it under libFuzzer when
+# clang has it.
+tests_fuzz_fuzz_body_SOURCES = tests/fuzz/fuzz_body.c tests/fuzz/fuzz_main.c
 tests_engine_killnine_writer_SOURCES = tests/engine/killnine_writer.c
 

@@ -4,9 +4,10 @@
  *   barrelctl [-d DATADIR] COMMAND [options]
  *
  * check, stat, dump and gc work on every database of the DATADIR, or on
- * the one named by -b. bench measures the engine against its peers
- * (bench.c). Exit status: 0 all well, 1 trouble found (corruption) or an
- * error, 2 bad usage.
+ * the one named by -b. put, get, rm, log, diff, changes, export and
+ * import work on the documents of one database (ctl_docs.c). bench
+ * measures the engine against its peers (bench.c). Exit status: 0 all
+ * well, 1 trouble found (corruption) or an error, 2 bad usage.
  */
 #include "config.h"
 
@@ -23,24 +24,9 @@
 #include "engine/db.h"
 #include "engine/error.h"
 #include "tools/bench.h"
+#include "tools/ctl.h"
 
-#define EXIT_TROUBLE 1
-#define EXIT_USAGE 2
 #define PREVIEW_BYTES 64        /* of a record's payload, for dump --values */
-
-/* Where a command works. */
-struct ctl {
-	const char *datadir;    /* -d, else $BARREL_DATADIR */
-	const char *db;         /* -b: one database; NULL: every one */
-};
-
-struct cmd {
-	const char *name;
-	bool datadir;           /* works on a DATADIR (takes -d and -b) */
-	const char *synopsis;   /* its options, for usage lines */
-	const char *help;       /* what it does, then its options */
-	int (*run)(struct ctl *ctl, const struct cmd *c, int argc, char **argv);
-};
 
 static int cmd_check(struct ctl *, const struct cmd *, int, char **);
 static int cmd_stat(struct ctl *, const struct cmd *, int, char **);
@@ -48,10 +34,12 @@ static int cmd_dump(struct ctl *, const struct cmd *, int, char **);
 static int cmd_gc(struct ctl *, const struct cmd *, int, char **);
 static int cmd_bench(struct ctl *, const struct cmd *, int, char **);
 
-#define DB_OPTIONS_HELP \
-	"  -b, --db DB          only database DB (default: every one)\n" \
+#define DOC_OPTIONS_HELP \
 	"  -d, --datadir DIR    the DATADIR (default: $BARREL_DATADIR)\n" \
 	"  -h, --help           show this help\n"
+#define DB_OPTIONS_HELP \
+	"  -b, --db DB          only database DB (default: every one)\n" \
+	DOC_OPTIONS_HELP
 
 static const struct cmd cmds[] = {
 	{ "check", true, "[-b DB]",
@@ -72,6 +60,83 @@ static const struct cmd cmds[] = {
 	  "  -r, --ratio R        target disk/live ratio (default 1.0: every\n"
 	  "                       sealed segment with garbage)\n"
 	  DB_OPTIONS_HELP, cmd_gc },
+	{ "put", true, "DB ID [FILE|-] [--rev REV] [--attach NAME=PATH[:TYPE]]... "
+	  "[--detach NAME]...",
+	  "Write the JSON object in FILE (default or '-': standard input) as a\n"
+	  "new revision of document ID, creating database DB if missing, and\n"
+	  "print the new revision. Its parent is REV, else the body's \"_rev\",\n"
+	  "else the current winner. The body is stored byte for byte.\n"
+	  "Attachments the command does not name are kept.\n\n"
+	  "  -r, --rev REV        edit revision REV (a stale one is a conflict)\n"
+	  "  -a, --attach NAME=PATH[:TYPE]\n"
+	  "                       store file PATH as attachment NAME, of MIME\n"
+	  "                       type TYPE (default application/octet-stream);\n"
+	  "                       repeatable\n"
+	  "      --detach NAME    drop attachment NAME; repeatable\n"
+	  DOC_OPTIONS_HELP, cmd_put },
+	{ "get", true,
+	  "DB ID [--rev REV] [--meta] [--conflicts] [--attachment NAME]",
+	  "Print the winning revision of document ID (or REV) of database DB:\n"
+	  "its body exactly as stored, by default.\n\n"
+	  "  -r, --rev REV        that revision instead of the winner\n"
+	  "  -m, --meta           CouchDB's form, pretty: _id, _rev, _deleted,\n"
+	  "                       the members, _attachments stubs\n"
+	  "  -c, --conflicts      --meta with _conflicts and _deleted_conflicts\n"
+	  "  -a, --attachment NAME\n"
+	  "                       the bytes of attachment NAME instead\n"
+	  DOC_OPTIONS_HELP, cmd_get },
+	{ "rm", true, "DB ID [--rev REV]",
+	  "Delete document ID of database DB: write a deletion on its winner\n"
+	  "(or on REV, which resolves a conflict) and print its revision.\n"
+	  "The history stays.\n\n"
+	  "  -r, --rev REV        delete leaf revision REV\n"
+	  DOC_OPTIONS_HELP, cmd_rm },
+	{ "log", true, "DB ID [--oneline]",
+	  "Show the revisions of document ID, newest first: the winner's\n"
+	  "branch, then each other branch down to where it forks; each with\n"
+	  "its parent, date and size, and marks (winner), (conflict),\n"
+	  "(deleted), (body not kept).\n\n"
+	  "      --oneline        one line per revision: REV (marks)\n"
+	  DOC_OPTIONS_HELP, cmd_log },
+	{ "diff", true, "DB ID REV1 REV2 [--pretty] [-U N]",
+	  "Unified diff of two revisions' bodies, as stored (byte for byte),\n"
+	  "labelled a/ID@REV1 and b/ID@REV2. Exits 0 whether they differ.\n\n"
+	  "  -p, --pretty         diff the stable pretty forms instead, one\n"
+	  "                       member per line (reserved members dropped)\n"
+	  "  -U, --unified N      lines of context (default 3)\n"
+	  DOC_OPTIONS_HELP, cmd_diff },
+	{ "changes", true,
+	  "DB [--since N] [--limit N] [--descending] [--style STYLE] "
+	  "[--include-docs]",
+	  "Print the changes feed of database DB, one JSON line per document\n"
+	  "in sequence order, as CouchDB's continuous feed:\n"
+	  "  {\"seq\":N,\"id\":ID,\"changes\":[{\"rev\":REV}],\"deleted\":true,\"doc\":{..}}\n"
+	  "then {\"last_seq\":N}.\n\n"
+	  "  -s, --since N        only changes after sequence N (default 0)\n"
+	  "  -l, --limit N        at most N changes\n"
+	  "      --descending     newest first\n"
+	  "      --style STYLE    main_only (the winner; default) or all_docs\n"
+	  "                       (every leaf revision)\n"
+	  "      --include-docs   add each winner as \"doc\"\n"
+	  DOC_OPTIONS_HELP, cmd_changes },
+	{ "export", true, "DB [--format dir|alldocs] [--attachments] OUT",
+	  "Write the live documents of database DB to OUT.\n"
+	  "dir: OUT is a new or empty directory; each body goes to OUT/ID.json\n"
+	  "byte for byte, each attachment to OUT/ID/NAME (IDs and NAMEs as file\n"
+	  "names: see barrelctl(1)). alldocs: OUT is a file, or '-' for standard\n"
+	  "output, of CouchDB _all_docs?include_docs=true JSON.\n\n"
+	  "  -f, --format FORMAT  dir (default) or alldocs\n"
+	  "      --attachments    alldocs: attachments inline (base64 \"data\")\n"
+	  "                       instead of stubs\n"
+	  DOC_OPTIONS_HELP, cmd_export },
+	{ "import", true, "DB SRC",
+	  "Write the documents of SRC into database DB (created if missing), as\n"
+	  "new revisions. SRC is a directory as export --format dir writes it,\n"
+	  "or a file ('-': standard input) of _all_docs JSON (rows[].doc, whose\n"
+	  "_rev is kept) or _bulk_docs JSON (docs[]). A document that cannot be\n"
+	  "imported is named with the reason; the others still are, and the\n"
+	  "exit status is 1.\n\n"
+	  DOC_OPTIONS_HELP, cmd_import },
 	{ "bench", false,
 	  "[--docs N] [--quick] [--keep] [--dir DIR] [--stores LIST]",
 	  "Run the same durable document workload against barrelfs, SQLite,\n"
@@ -94,7 +159,7 @@ static int main_usage(FILE *out, int status)
 	fprintf(out, "usage: barrelctl [-d DATADIR] COMMAND [options]\n\n"
 		"commands:\n");
 	for (size_t i = 0; i < NCMDS; i++)
-		fprintf(out, "  %-6s %s\n", cmds[i].name, cmds[i].synopsis);
+		fprintf(out, "  %-7s %s\n", cmds[i].name, cmds[i].synopsis);
 	fprintf(out, "\n  -d, --datadir DIR    the DATADIR (default: "
 		"$BARREL_DATADIR)\n"
 		"  -h, --help           show this help\n"
@@ -103,7 +168,7 @@ static int main_usage(FILE *out, int status)
 	return status;
 }
 
-static int cmd_usage(const struct cmd *c, FILE *out, int status)
+int cmd_usage(const struct cmd *c, FILE *out, int status)
 {
 	fprintf(out, "usage: barrelctl %s%s %s\n\n%s", c->name,
 		c->datadir ? " [-d DATADIR]" : "", c->synopsis, c->help);
@@ -145,7 +210,7 @@ static int no_operands(const struct cmd *c, int argc, char **argv)
 
 /* ---- opening the DATADIR and walking its databases ---- */
 
-static int ctl_open(const struct ctl *ctl, struct benv **env)
+int ctl_open(const struct ctl *ctl, struct benv **env)
 {
 	struct benv_opts opts;
 	struct stat st;

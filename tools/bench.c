@@ -18,6 +18,11 @@
  * the kernel charges the process for dirtying pages; with large folios it
  * charges a whole folio for a 4 KiB write, so the disk's count is the one
  * the report compares. The peak RSS is the child's ru_maxrss (wait4()).
+ *
+ * The report: one row per store; barrelfs (the raw engine) against its
+ * peers; and when both ran, the document layer ("documents", the same
+ * engine under docdb.h) against the raw engine, as the extra time per
+ * operation it costs, against DOC_OVERHEAD_GOAL.
  */
 #include "config.h"
 #include "tools/bench.h"
@@ -47,9 +52,12 @@
 #define VAL_CAP 2048            /* room for any value */
 #define KEY_CAP 16              /* "doc-xxxxxxxx" and its NUL */
 #define SEED 0x62617272656cULL  /* every run sees the same data */
+#define DOC_OVERHEAD_GOAL 30.0  /* %: the document layer's time per
+				   operation over the raw engine's */
 
 static const struct bench_ops *const bench_stores[] = {
 	&bench_barrel_ops,
+	&bench_docs_ops,
 	&bench_sqlite_ops,
 	&bench_lmdb_ops,
 	&bench_rocksdb_ops,
@@ -858,11 +866,12 @@ static void print_ratio(const struct metric *m, const struct bench_result *a,
 		printf(" %8s", "-");
 }
 
-/* barrelfs against the best of the peer libraries, the bare log, LMDB. */
+/* barrelfs against the best of the peer libraries, the bare log, LMDB.
+ * Its own document layer is no peer: print_doc_overhead() compares it. */
 static void print_ratios(const bool *sel, const struct bench_result *res)
 {
 	int me = store_index("barrelfs"), log = store_index("log");
-	int lmdb = store_index("lmdb");
+	int lmdb = store_index("lmdb"), docs = store_index("documents");
 
 	if (me < 0 || !sel[me] || !res[me].ok) {
 		printf("\nno ratios: barrelfs did not run to the end\n");
@@ -879,8 +888,8 @@ static void print_ratios(const bool *sel, const struct bench_result *res)
 		double bv = 0, v;
 
 		for (size_t s = 0; s < NSTORES; s++) {
-			if ((int)s == me || (int)s == log || !sel[s] ||
-			    !res[s].ok || !mt->get(&res[s], &v))
+			if ((int)s == me || (int)s == log || (int)s == docs ||
+			    !sel[s] || !res[s].ok || !mt->get(&res[s], &v))
 				continue;
 			if (best < 0 || (mt->higher_better ? v > bv : v < bv)) {
 				best = (int)s;
@@ -900,6 +909,52 @@ static void print_ratios(const bool *sel, const struct bench_result *res)
 		print_value(mt, sel[lmdb] ? &res[lmdb] : NULL, 10);
 		print_ratio(mt, &res[me], &res[lmdb]);
 		printf("\n");
+	}
+}
+
+static const struct metric *metric_find(const char *name)
+{
+	for (size_t m = 0; m < NMETRICS; m++)
+		if (!strcmp(metrics[m].name, name))
+			return &metrics[m];
+	return NULL;
+}
+
+/*
+ * The document layer against the raw engine it runs on, for the writes
+ * and reads both do: the extra time per operation, as a percentage of
+ * the raw engine's ((raw docs/s / document docs/s - 1) * 100).
+ */
+static void print_doc_overhead(const bool *sel,
+			       const struct bench_result *res)
+{
+	static const char *const ops[] = { "insert", "read", "update" };
+	int raw = store_index("barrelfs"), docs = store_index("documents");
+
+	if (!sel[raw] || !sel[docs])
+		return;
+	if (!res[raw].ok || !res[docs].ok) {
+		printf("\nno document layer overhead: barrelfs or documents "
+		       "did not run to the end\n");
+		return;
+	}
+	printf("\ndocument layer vs raw engine: extra time per operation "
+	       "(goal: at most %.0f%%)\n", DOC_OVERHEAD_GOAL);
+	printf("%-10s %10s %10s %9s\n", "metric", "barrelfs", "documents",
+	       "overhead");
+	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+		const struct metric *mt = metric_find(ops[i]);
+		double x;
+
+		printf("%-10s", mt->name);
+		print_value(mt, &res[raw], 10);
+		print_value(mt, &res[docs], 10);
+		if (better(mt, &res[raw], &res[docs], &x))
+			printf(" %8.1f%%  %s\n", (x - 1) * 100,
+			       (x - 1) * 100 <= DOC_OVERHEAD_GOAL ?
+			       "ok" : "over the goal");
+		else
+			printf(" %9s\n", "-");
 	}
 }
 
@@ -1057,7 +1112,7 @@ static int select_stores(const char *list, bool *sel)
 
 const char *bench_store_names(void)
 {
-	return "barrelfs,sqlite,lmdb,rocksdb,log";
+	return "barrelfs,documents,sqlite,lmdb,rocksdb,log";
 }
 
 int bench_run(const struct bench_opts *o)
@@ -1093,6 +1148,7 @@ int bench_run(const struct bench_opts *o)
 	}
 	print_table(sel, res);
 	print_ratios(sel, res);
+	print_doc_overhead(sel, res);
 	print_failures(sel, res);
 	if (o->keep)
 		printf("\nkept %s\n", root);

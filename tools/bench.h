@@ -70,6 +70,7 @@ struct bench_ops {
 };
 
 extern const struct bench_ops bench_barrel_ops;
+extern const struct bench_ops bench_docs_ops;
 extern const struct bench_ops bench_sqlite_ops;
 extern const struct bench_ops bench_lmdb_ops;
 extern const struct bench_ops bench_rocksdb_ops;

@@ -1,7 +1,10 @@
 bin_PROGRAMS += barrelctl
-barrelctl_SOURCES = tools/barrelctl.c tools/bench.h tools/bench.c \
+barrelctl_SOURCES = tools/barrelctl.c tools/ctl.h tools/ctl_docs.c \
+	tools/bench.h tools/bench.c \
 	tools/bench_barrel.c tools/bench_sqlite.c tools/bench_lmdb.c \
-	tools/bench_rocksdb.c tools/bench_log.c
-barrelctl_CFLAGS = $(AM_CFLAGS) $(SQLITE_CFLAGS) $(LMDB_CFLAGS) $(ROCKSDB_CFLAGS)
-barrelctl_LDADD = $(BARREL_LIBS) $(SQLITE_LIBS) $(LMDB_LIBS) $(ROCKSDB_LIBS)
+	tools/bench_rocksdb.c tools/bench_log.c tools/bench_docs.c
+barrelctl_CFLAGS = $(AM_CFLAGS) $(JSONC_CFLAGS) $(GIT2_CFLAGS) \
+	$(SQLITE_CFLAGS) $(LMDB_CFLAGS) $(ROCKSDB_CFLAGS)
+barrelctl_LDADD = $(BARREL_LIBS) $(GIT2_LIBS) $(SQLITE_LIBS) $(LMDB_LIBS) \
+	$(ROCKSDB_LIBS)
 dist_man_MANS += man/barrelctl.1
