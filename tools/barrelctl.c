@@ -177,18 +177,14 @@ int cmd_usage(const struct cmd *c, FILE *out, int status)
 
 /* Options every DATADIR command takes; -1 when opt was one of them and
  * parsing goes on, else the exit status to return. */
-#define DB_SHORTOPTS "b:d:h"
+#define DB_SHORTOPTS "b:" CTL_SHORTOPTS
 #define DB_LONGOPTS \
 	{ "db", required_argument, NULL, 'b' }, \
-	{ "datadir", required_argument, NULL, 'd' }, \
-	{ "help", no_argument, NULL, 'h' }
+	CTL_LONGOPTS
 
-static int db_option(struct ctl *ctl, const struct cmd *c, int opt)
+int ctl_option(struct ctl *ctl, const struct cmd *c, int opt)
 {
 	switch (opt) {
-	case 'b':
-		ctl->db = optarg;
-		return -1;
 	case 'd':
 		ctl->datadir = optarg;
 		return -1;
@@ -197,6 +193,14 @@ static int db_option(struct ctl *ctl, const struct cmd *c, int opt)
 	default:
 		return cmd_usage(c, stderr, EXIT_USAGE);
 	}
+}
+
+static int db_option(struct ctl *ctl, const struct cmd *c, int opt)
+{
+	if (opt != 'b')
+		return ctl_option(ctl, c, opt);
+	ctl->db = optarg;
+	return -1;
 }
 
 static int no_operands(const struct cmd *c, int argc, char **argv)

@@ -33,6 +33,15 @@ struct cmd {
 /* Print c's usage and help on out; returns status. */
 int cmd_usage(const struct cmd *c, FILE *out, int status);
 
+/* -d DATADIR and -h, which every command takes; anything else is bad
+ * usage. -1 when opt was one of them and parsing goes on, else the exit
+ * status to return. */
+#define CTL_SHORTOPTS "d:h"
+#define CTL_LONGOPTS \
+	{ "datadir", required_argument, NULL, 'd' }, \
+	{ "help", no_argument, NULL, 'h' }
+int ctl_option(struct ctl *ctl, const struct cmd *c, int opt);
+
 /*
  * Open ctl's DATADIR without background GC. Returns 0 with *env owned by
  * the caller (benv_close()), or an exit status after saying why.

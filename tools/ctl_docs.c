@@ -80,26 +80,6 @@ static int usage_error(const struct cmd *c, const char *fmt, ...)
 	return cmd_usage(c, stderr, EXIT_USAGE);
 }
 
-/* Options every document command takes. */
-#define DOC_SHORTOPTS "d:h"
-#define DOC_LONGOPTS \
-	{ "datadir", required_argument, NULL, 'd' }, \
-	{ "help", no_argument, NULL, 'h' }
-
-/* -d and -h, else bad usage: -1 when parsing goes on, else the status. */
-static int doc_option(struct ctl *ctl, const struct cmd *c, int opt)
-{
-	switch (opt) {
-	case 'd':
-		ctl->datadir = optarg;
-		return -1;
-	case 'h':
-		return cmd_usage(c, stdout, 0);
-	default:
-		return cmd_usage(c, stderr, EXIT_USAGE);
-	}
-}
-
 /* Between min and max operands after the options; names[i] says what the
  * i-th one is. 0, or EXIT_USAGE after saying what is wrong. */
 static int operands(const struct cmd *c, int argc, char **argv,
@@ -706,12 +686,12 @@ static int put_args_parse(struct ctl *ctl, const struct cmd *c, int argc,
 		{ "rev", required_argument, NULL, 'r' },
 		{ "attach", required_argument, NULL, 'a' },
 		{ "detach", required_argument, NULL, 'x' },
-		DOC_LONGOPTS, { 0 }
+		CTL_LONGOPTS, { 0 }
 	};
 	static const char *const names[] = { "DB", "ID", "FILE" };
 	int opt, status;
 
-	while ((opt = getopt_long(argc, argv, "r:a:" DOC_SHORTOPTS, longopts,
+	while ((opt = getopt_long(argc, argv, "r:a:" CTL_SHORTOPTS, longopts,
 				  NULL)) != -1) {
 		if (opt == 'r') {
 			if ((status = parse_rev(c, optarg, &pa->rev)))
@@ -726,7 +706,7 @@ static int put_args_parse(struct ctl *ctl, const struct cmd *c, int argc,
 		} else if (opt == 'x') {
 			pa->atts[pa->natts].name = optarg;
 			pa->atts[pa->natts++].remove = true;
-		} else if ((status = doc_option(ctl, c, opt)) >= 0) {
+		} else if ((status = ctl_option(ctl, c, opt)) >= 0) {
 			return status;
 		}
 	}
@@ -840,7 +820,7 @@ int cmd_get(struct ctl *ctl, const struct cmd *c, int argc, char **argv)
 		{ "meta", no_argument, NULL, 'm' },
 		{ "conflicts", no_argument, NULL, 'c' },
 		{ "attachment", required_argument, NULL, 'a' },
-		DOC_LONGOPTS, { 0 }
+		CTL_LONGOPTS, { 0 }
 	};
 	static const char *const names[] = { "DB", "ID" };
 	const char *att_name = NULL, *id;
@@ -851,7 +831,7 @@ int cmd_get(struct ctl *ctl, const struct cmd *c, int argc, char **argv)
 	struct rev rev;
 	int opt, status, rc;
 
-	while ((opt = getopt_long(argc, argv, "r:mca:" DOC_SHORTOPTS,
+	while ((opt = getopt_long(argc, argv, "r:mca:" CTL_SHORTOPTS,
 				  longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'r':
@@ -863,7 +843,7 @@ int cmd_get(struct ctl *ctl, const struct cmd *c, int argc, char **argv)
 		case 'c': meta = conflicts = true; break;
 		case 'a': att_name = optarg; break;
 		default:
-			if ((status = doc_option(ctl, c, opt)) >= 0)
+			if ((status = ctl_option(ctl, c, opt)) >= 0)
 				return status;
 		}
 	}
@@ -929,7 +909,7 @@ static int live_winner(const struct cmd *c, struct docs *ds, const char *id,
 int cmd_rm(struct ctl *ctl, const struct cmd *c, int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "rev", required_argument, NULL, 'r' }, DOC_LONGOPTS, { 0 }
+		{ "rev", required_argument, NULL, 'r' }, CTL_LONGOPTS, { 0 }
 	};
 	static const char *const names[] = { "DB", "ID" };
 	struct doc_put req = { .deleted = true };
@@ -939,13 +919,13 @@ int cmd_rm(struct ctl *ctl, const struct cmd *c, int argc, char **argv)
 	struct rev rev;
 	int opt, status, rc;
 
-	while ((opt = getopt_long(argc, argv, "r:" DOC_SHORTOPTS, longopts,
+	while ((opt = getopt_long(argc, argv, "r:" CTL_SHORTOPTS, longopts,
 				  NULL)) != -1) {
 		if (opt == 'r') {
 			if ((status = parse_rev(c, optarg, &rev)))
 				return status;
 			has_rev = true;
-		} else if ((status = doc_option(ctl, c, opt)) >= 0) {
+		} else if ((status = ctl_option(ctl, c, opt)) >= 0) {
 			return status;
 		}
 	}
@@ -1098,18 +1078,18 @@ out_free:
 int cmd_log(struct ctl *ctl, const struct cmd *c, int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "oneline", no_argument, NULL, 'o' }, DOC_LONGOPTS, { 0 }
+		{ "oneline", no_argument, NULL, 'o' }, CTL_LONGOPTS, { 0 }
 	};
 	static const char *const names[] = { "DB", "ID" };
 	struct log_state ls = { 0 };
 	struct docs ds;
 	int opt, status, rc;
 
-	while ((opt = getopt_long(argc, argv, DOC_SHORTOPTS, longopts,
+	while ((opt = getopt_long(argc, argv, CTL_SHORTOPTS, longopts,
 				  NULL)) != -1) {
 		if (opt == 'o')
 			ls.oneline = true;
-		else if ((status = doc_option(ctl, c, opt)) >= 0)
+		else if ((status = ctl_option(ctl, c, opt)) >= 0)
 			return status;
 	}
 	if ((status = operands(c, argc, argv, names, 2, 2)) ||
@@ -1203,7 +1183,7 @@ int cmd_diff(struct ctl *ctl, const struct cmd *c, int argc, char **argv)
 	static const struct option longopts[] = {
 		{ "pretty", no_argument, NULL, 'p' },
 		{ "unified", required_argument, NULL, 'U' },
-		DOC_LONGOPTS, { 0 }
+		CTL_LONGOPTS, { 0 }
 	};
 	static const char *const names[] = { "DB", "ID", "REV1", "REV2" };
 	struct doc doc[2] = { { 0 }, { 0 } };
@@ -1216,7 +1196,7 @@ int cmd_diff(struct ctl *ctl, const struct cmd *c, int argc, char **argv)
 	struct docs ds;
 	int opt, status;
 
-	while ((opt = getopt_long(argc, argv, "pU:" DOC_SHORTOPTS, longopts,
+	while ((opt = getopt_long(argc, argv, "pU:" CTL_SHORTOPTS, longopts,
 				  NULL)) != -1) {
 		if (opt == 'p') {
 			pretty = true;
@@ -1225,7 +1205,7 @@ int cmd_diff(struct ctl *ctl, const struct cmd *c, int argc, char **argv)
 			    context > 1000000)
 				return usage_error(c, "bad --unified '%s'",
 						   optarg);
-		} else if ((status = doc_option(ctl, c, opt)) >= 0) {
+		} else if ((status = ctl_option(ctl, c, opt)) >= 0) {
 			return status;
 		}
 	}
@@ -1321,7 +1301,7 @@ int cmd_changes(struct ctl *ctl, const struct cmd *c, int argc, char **argv)
 		{ "descending", no_argument, NULL, 'D' },
 		{ "style", required_argument, NULL, 'S' },
 		{ "include-docs", no_argument, NULL, 'i' },
-		DOC_LONGOPTS, { 0 }
+		CTL_LONGOPTS, { 0 }
 	};
 	static const char *const names[] = { "DB" };
 	struct changes_state cs = { .c = c };
@@ -1330,7 +1310,7 @@ int cmd_changes(struct ctl *ctl, const struct cmd *c, int argc, char **argv)
 	struct docs ds;
 	int opt, status, rc;
 
-	while ((opt = getopt_long(argc, argv, "s:l:" DOC_SHORTOPTS, longopts,
+	while ((opt = getopt_long(argc, argv, "s:l:" CTL_SHORTOPTS, longopts,
 				  NULL)) != -1) {
 		switch (opt) {
 		case 's':
@@ -1357,7 +1337,7 @@ int cmd_changes(struct ctl *ctl, const struct cmd *c, int argc, char **argv)
 			cs.docs = true;
 			break;
 		default:
-			if ((status = doc_option(ctl, c, opt)) >= 0)
+			if ((status = ctl_option(ctl, c, opt)) >= 0)
 				return status;
 		}
 	}
@@ -1607,7 +1587,7 @@ int cmd_export(struct ctl *ctl, const struct cmd *c, int argc, char **argv)
 	static const struct option longopts[] = {
 		{ "format", required_argument, NULL, 'f' },
 		{ "attachments", no_argument, NULL, 'A' },
-		DOC_LONGOPTS, { 0 }
+		CTL_LONGOPTS, { 0 }
 	};
 	static const char *const names[] = { "DB", "OUT" };
 	struct export_state es = { .c = c };
@@ -1615,7 +1595,7 @@ int cmd_export(struct ctl *ctl, const struct cmd *c, int argc, char **argv)
 	struct docs ds;
 	int opt, status, rc;
 
-	while ((opt = getopt_long(argc, argv, "f:" DOC_SHORTOPTS, longopts,
+	while ((opt = getopt_long(argc, argv, "f:" CTL_SHORTOPTS, longopts,
 				  NULL)) != -1) {
 		if (opt == 'f') {
 			alldocs = !strcmp(optarg, "alldocs");
@@ -1624,7 +1604,7 @@ int cmd_export(struct ctl *ctl, const struct cmd *c, int argc, char **argv)
 						   "or alldocs)", optarg);
 		} else if (opt == 'A') {
 			es.inline_atts = true;
-		} else if ((status = doc_option(ctl, c, opt)) >= 0) {
+		} else if ((status = ctl_option(ctl, c, opt)) >= 0) {
 			return status;
 		}
 	}
@@ -2151,7 +2131,7 @@ out_free:
 
 int cmd_import(struct ctl *ctl, const struct cmd *c, int argc, char **argv)
 {
-	static const struct option longopts[] = { DOC_LONGOPTS, { 0 } };
+	static const struct option longopts[] = { CTL_LONGOPTS, { 0 } };
 	static const char *const names[] = { "DB", "SRC" };
 	struct import_state *is;
 	struct docs ds;
@@ -2159,9 +2139,9 @@ int cmd_import(struct ctl *ctl, const struct cmd *c, int argc, char **argv)
 	bool dir;
 	int opt, status;
 
-	while ((opt = getopt_long(argc, argv, DOC_SHORTOPTS, longopts,
+	while ((opt = getopt_long(argc, argv, CTL_SHORTOPTS, longopts,
 				  NULL)) != -1)
-		if ((status = doc_option(ctl, c, opt)) >= 0)
+		if ((status = ctl_option(ctl, c, opt)) >= 0)
 			return status;
 	if ((status = operands(c, argc, argv, names, 2, 2)) ||
 	    (status = check_db_name(c, argv[optind])))
