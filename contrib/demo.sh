@@ -1,7 +1,9 @@
 #!/bin/sh
-# The engine demo: a quick benchmark against SQLite, LMDB, RocksDB and a
-# bare log that keeps its barrelfs DATADIR, then barrelctl's stat, check
-# and dump on that DATADIR. Run from the build directory, or set BARRELCTL.
+# The demo: a quick benchmark against SQLite, LMDB, RocksDB and a bare log
+# that keeps its barrelfs DATADIR, then barrelctl's stat, check and dump on
+# that DATADIR; then documents: a put, an edit, the history, a diff between
+# revisions, the changes feed and an export. Run from the build directory,
+# or set BARRELCTL.
 set -eu
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,3 +35,28 @@ echo "\$ barrelctl -d $datadir dump | head -n 12"
 "$ctl" -d "$datadir" dump >"$work/dump"
 head -n 12 "$work/dump"
 echo "... $(wc -l <"$work/dump") records in all"
+
+# Documents: every edit is a revision, and history stays browsable.
+docs=$work/docs
+run() {
+	echo
+	echo "\$ barrelctl -d \$DOCS $*"
+	"$ctl" -d "$docs" "$@"
+}
+printf '{"title": "barrelfs", "tags": ["fs"], "stars": 1}\n' >"$work/v1.json"
+printf '{"title": "barrelfs", "tags": ["fs", "couchdb"], "stars": 2}\n' >"$work/v2.json"
+mkdir -p "$docs"
+echo
+echo "DOCS=$docs"
+put() {
+	echo
+	echo "\$ barrelctl -d \$DOCS put demo readme $1"
+	"$ctl" -d "$docs" put demo readme "$work/$1"
+}
+rev1=$(put v1.json | tee /dev/stderr | tail -n 1)
+rev2=$(put v2.json | tee /dev/stderr | tail -n 1)
+run get demo readme --meta
+run log demo readme
+run diff demo readme "$rev1" "$rev2"
+run changes demo
+run export --format alldocs demo -
