@@ -151,6 +151,8 @@ static bool is_digit(char c)
 	return c >= '0' && c <= '9';
 }
 
+static bool scan_number_text(struct jscan *j);
+
 static bool scan_digits(struct jscan *j)
 {
 	size_t start = j->i;
@@ -160,8 +162,43 @@ static bool scan_digits(struct jscan *j)
 	return j->i > start || scan_fail(j, "bad number");
 }
 
+/* An integer json-c would clamp (outside int64 and uint64) is refused:
+ * stored as given, it would read back as another number. */
+static bool integer_in_range(const char *s, size_t len)
+{
+	char buf[32];
+	char *end;
+
+	if (len >= sizeof(buf))
+		return false;
+	memcpy(buf, s, len);
+	buf[len] = '\0';
+	errno = 0;
+	if (buf[0] == '-')
+		(void)strtoll(buf, &end, 10);
+	else
+		(void)strtoull(buf, &end, 10);
+	return errno != ERANGE;
+}
+
 /* -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? */
 static bool scan_number(struct jscan *j)
+{
+	size_t start = j->i;
+
+	if (!scan_number_text(j))
+		return false;
+	for (size_t k = start; k < j->i; k++)
+		if (j->s[k] == '.' || j->s[k] == 'e' || j->s[k] == 'E')
+			return true;
+	if (!integer_in_range(j->s + start, j->i - start)) {
+		j->i = start;
+		return scan_fail(j, "integer out of range");
+	}
+	return true;
+}
+
+static bool scan_number_text(struct jscan *j)
 {
 	if (j->s[j->i] == '-')
 		j->i++;
@@ -184,7 +221,8 @@ static bool scan_number(struct jscan *j)
 	return true;
 }
 
-static bool scan_string(struct jscan *j)
+/* A string; a member name may not hold \u0000 (json-c cuts names at NUL). */
+static bool scan_string(struct jscan *j, bool name)
 {
 	for (j->i++; j->i < j->len; j->i++) {
 		unsigned char c = (unsigned char)j->s[j->i];
@@ -201,6 +239,9 @@ static bool scan_string(struct jscan *j)
 			break;
 		c = (unsigned char)j->s[j->i];
 		if (c == 'u') {
+			if (name && j->len - j->i > 4 &&
+			    !memcmp(j->s + j->i + 1, "0000", 4))
+				return scan_fail(j, "NUL in a member name");
 			for (int k = 0; k < 4; k++)
 				if (++j->i == j->len || !isxdigit((unsigned char)j->s[j->i]))
 					return scan_fail(j, "bad \\u escape");
@@ -230,7 +271,7 @@ static bool scan_container(struct jscan *j, unsigned depth)
 		if (close == '}') {
 			if (j->i >= j->len || j->s[j->i] != '"')
 				return scan_fail(j, "expected a member name");
-			if (!scan_string(j))
+			if (!scan_string(j, true))
 				return false;
 			scan_ws(j);
 			if (j->i >= j->len || j->s[j->i] != ':')
@@ -262,7 +303,7 @@ static bool scan_value(struct jscan *j, unsigned depth)
 	case '[':
 		return scan_container(j, depth);
 	case '"':
-		return scan_string(j);
+		return scan_string(j, false);
 	case 't':
 		return scan_lit(j, "true");
 	case 'f':

@@ -5,7 +5,9 @@
  * pulls out what the document layer needs:
  *  - the text is one JSON value (RFC 8259, json-c in strict mode) that is
  *    an object, in valid UTF-8, nested at most BODY_MAX_DEPTH deep, at most
- *    BODY_MAX_LEN bytes, with nothing but whitespace after it;
+ *    BODY_MAX_LEN bytes, with nothing but whitespace after it; integers
+ *    (no fraction or exponent) must fit int64 or uint64 and member names
+ *    may not hold \u0000, as json-c would change either;
  *  - top-level members whose name starts with '_' are reserved (CouchDB):
  *    _id, _rev, _deleted, _revisions and _attachments are read and
  *    type-checked; _conflicts, _deleted_conflicts, _revs_info and
