@@ -147,7 +147,7 @@ static const struct cmd cmds[] = {
 	  "  -D, --dir DIR        run in DIR (created, or empty); default: a\n"
 	  "                       fresh directory under $TMPDIR or /var/tmp\n"
 	  "  -s, --stores LIST    only these, comma-separated: barrelfs,\n"
-	  "                       sqlite, lmdb, rocksdb, log\n"
+	  "                       documents, sqlite, lmdb, rocksdb, log\n"
 	  "  -h, --help           show this help\n", cmd_bench },
 };
 #define NCMDS (sizeof(cmds) / sizeof(cmds[0]))
