@@ -1251,8 +1251,8 @@ static int add_conflicts(struct json_object *o, const struct doc *doc,
 
 static int add_revisions(struct json_object *o, const struct doc *doc)
 {
-	uint32_t max = DOC_REVS_LIMIT * 4;
-	struct rev *path = calloc(max, sizeof(*path));
+	size_t max = revtree_count(doc->tree);
+	struct rev *path = calloc(max ? max : 1, sizeof(*path));
 	struct json_object *r = json_object_new_object();
 	struct json_object *ids = json_object_new_array();
 	size_t n = 0;

@@ -21,6 +21,7 @@
 #include "engine/body.h"
 #include "engine/error.h"
 #include "engine/revtree.h"
+#include "tests/engine/testutil.h"
 
 /* ---- helpers ---- */
 
@@ -133,26 +134,6 @@ static struct rev rev_of(const char *text, const char *parent, bool deleted,
 				  &out), 0);
 	body_release(&b);
 	return out;
-}
-
-/* "{"a":[[...]]}" nested depth levels in all (the object counting as
- * one); malloc'ed, NUL-terminated. */
-static char *nested(size_t depth, size_t *len)
-{
-	size_t inner = depth - 1, n = 0;
-	char *s = malloc(2 * inner + 16);
-
-	ck_assert_ptr_nonnull(s);
-	memcpy(s, "{\"a\":", 5);
-	n = 5;
-	memset(s + n, '[', inner);
-	n += inner;
-	memset(s + n, ']', inner);
-	n += inner;
-	s[n++] = '}';
-	s[n] = '\0';
-	*len = n;
-	return s;
 }
 
 /* A byte buffer for the expected hash input of FORMAT.md. */
@@ -389,12 +370,14 @@ START_TEST(test_parse_depth)
 	char *s;
 	int rc;
 
-	s = nested(BODY_MAX_DEPTH, &len);
+	s = tu_nested_object(BODY_MAX_DEPTH, &len);
+	ck_assert_ptr_nonnull(s);
 	ck_assert_int_eq(parse_n(s, len, &b, err), 0);
 	body_release(&b);
 	free(s);
 
-	s = nested(BODY_MAX_DEPTH + 1, &len);
+	s = tu_nested_object(BODY_MAX_DEPTH + 1, &len);
+	ck_assert_ptr_nonnull(s);
 	rc = parse_n(s, len, &b, err);
 	ck_assert_msg(rc == BARREL_E_BADJSON || rc == BARREL_E_TOOBIG,
 		      "depth %u: %d (%s)", BODY_MAX_DEPTH + 1, rc,
@@ -403,7 +386,8 @@ START_TEST(test_parse_depth)
 	body_release(&b);
 	free(s);
 
-	s = nested(100000, &len);
+	s = tu_nested_object(100000, &len);
+	ck_assert_ptr_nonnull(s);
 	rc = parse_n(s, len, &b, err);
 	ck_assert_msg(rc == BARREL_E_BADJSON || rc == BARREL_E_TOOBIG,
 		      "depth 100000: %d (%s)", rc, barrel_strerror(rc));

@@ -2078,26 +2078,6 @@ START_TEST(test_get_many)
 }
 END_TEST
 
-/* ---- bad input ---- */
-
-static char *nested_body(size_t depth, size_t *len)
-{
-	size_t inner = depth - 1, n;
-	char *s = malloc(2 * inner + 16);
-
-	ck_assert_ptr_nonnull(s);
-	memcpy(s, "{\"a\":", 5);
-	n = 5;
-	memset(s + n, '[', inner);
-	n += inner;
-	memset(s + n, ']', inner);
-	n += inner;
-	s[n++] = '}';
-	s[n] = '\0';
-	*len = n;
-	return s;
-}
-
 /* Bad bodies fail one by one with a reason and write nothing. */
 START_TEST(test_bad_input)
 {
@@ -2114,7 +2094,8 @@ START_TEST(test_bad_input)
 
 	fx_open(&f);
 	good = put_ok(f.d, "good", "{\"v\":1}", NULL);
-	deep = nested_body(100000, &deeplen);
+	deep = tu_nested_object(100000, &deeplen);
+	ck_assert_ptr_nonnull(deep);
 	huge = malloc(BODY_MAX_LEN + 2);
 	ck_assert_ptr_nonnull(huge);
 	memcpy(huge, "{\"a\":\"", 6);

@@ -210,4 +210,25 @@ static inline void tu_sleep_ms(unsigned ms)
 		;
 }
 
+/* The JSON text {"a":[[...]]} nested depth levels in all (the object
+ * counting as one), for depth-limit tests; malloc'ed, NUL-terminated,
+ * NULL when out of memory. */
+static inline char *tu_nested_object(size_t depth, size_t *len)
+{
+	size_t inner = depth - 1, n = 5;
+	char *s = malloc(2 * inner + 16);
+
+	if (!s)
+		return NULL;
+	memcpy(s, "{\"a\":", 5);
+	memset(s + n, '[', inner);
+	n += inner;
+	memset(s + n, ']', inner);
+	n += inner;
+	s[n++] = '}';
+	s[n] = '\0';
+	*len = n;
+	return s;
+}
+
 #endif
