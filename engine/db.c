@@ -6,6 +6,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "engine/db_i.h"
@@ -504,6 +505,12 @@ static int collect_name(void *arg, const char *dirent)
 static int cmp_str(const void *a, const void *b)
 {
 	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int benv_spool(struct benv *env, int *fd)
+{
+	*fd = open(env->dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	return *fd < 0 ? -errno : 0;
 }
 
 int benv_list(struct benv *env, int (*cb)(void *arg, const char *name),

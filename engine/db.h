@@ -75,6 +75,13 @@ void benv_close(struct benv *env);
 int benv_list(struct benv *env, int (*cb)(void *arg, const char *name),
 	      void *arg);
 
+/*
+ * An unnamed temporary file on DATADIR's filesystem (O_TMPFILE), for data
+ * being edited before it becomes a value or a blob: the mount's open
+ * files. *fd is owned by the caller (close() it; the file vanishes).
+ */
+int benv_spool(struct benv *env, int *fd);
+
 /* Is name usable for a database or table? (1..BDB_MAX_NAME bytes of
  * [a-z0-9_$()+/-] starting with a letter, as CouchDB's database names) */
 bool bdb_name_valid(const char *name);

@@ -12,7 +12,8 @@ libbarrel_a_SOURCES = \
 	engine/checkpoint.c engine/recover.c engine/blob.c engine/gc.c \
 	engine/revtree.h engine/revtree.c \
 	engine/body.h engine/body.c \
-	engine/docdb.h engine/docdb_i.h engine/docdb.c engine/docatt.c
+	engine/docdb.h engine/docdb_i.h engine/docdb.c engine/docatt.c \
+	engine/docname.h engine/docname.c
 libbarrel_a_CFLAGS = $(AM_CFLAGS) $(URING_CFLAGS) $(XXHASH_CFLAGS) \
 	$(JSONC_CFLAGS) $(CRYPTO_CFLAGS)
 

@@ -36,6 +36,7 @@
 #include "engine/body.h"
 #include "engine/db.h"
 #include "engine/docdb.h"
+#include "engine/docname.h"
 #include "engine/error.h"
 #include "tools/ctl.h"
 
@@ -530,71 +531,30 @@ out_free:
 
 /* ---- file names of ids and attachment names ---- */
 
-/*
- * The codec of export --format dir and import (barrelctl(1) "FILE
- * NAMES"): a byte becomes %XX (uppercase hex) when it is '%', '/', '\',
- * a control byte (below 0x20, or 0x7f), a '.' that starts the name, or,
- * in a document's name, the '.' of a ".json" that ends it (so that no
- * attachment folder ID/ is ever taken for a document file ID.json). Other
- * bytes, UTF-8 included, stay. Decoding turns every %XX back.
- */
-static bool name_byte_escaped(const char *s, size_t len, size_t i, bool doc)
-{
-	unsigned char ch = (unsigned char)s[i];
-
-	if (ch < 0x20 || ch == 0x7f || ch == '%' || ch == '/' || ch == '\\')
-		return true;
-	if (ch != '.')
-		return false;
-	return i == 0 || (doc && len - i == 5 && !memcmp(s + i, ".json", 5));
-}
-
+/* The file-name codec (engine/docname.h) into b. */
 static int name_encode(const char *s, size_t len, bool doc, struct sbuf *out)
 {
-	static const char hex[] = "0123456789ABCDEF";
+	size_t n = docname_encode(s, len, doc, NULL, 0);
+	int rc = sb_grow(out, n);
 
-	for (size_t i = 0; i < len; i++) {
-		unsigned char ch = (unsigned char)s[i];
-		char esc[3] = { '%', hex[ch >> 4], hex[ch & 15] };
-		int rc = name_byte_escaped(s, len, i, doc) ?
-			 sb_add(out, esc, 3) : sb_add(out, s + i, 1);
-
-		if (rc)
-			return rc;
-	}
-	return 0;
-}
-
-static int hex_value(char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
+	if (!rc)
+		docname_encode(s, len, doc, out->p + out->len - n, n + 1);
+	return rc;
 }
 
 /* BARREL_E_INVALID for a '%' not followed by two hex digits. */
 static int name_decode(const char *s, size_t len, struct sbuf *out)
 {
-	for (size_t i = 0; i < len; i++) {
-		char ch = s[i];
+	size_t n;
+	int rc = sb_grow(out, len);
 
-		if (ch == '%') {
-			int hi = i + 2 < len ? hex_value(s[i + 1]) : -1;
-			int lo = i + 2 < len ? hex_value(s[i + 2]) : -1;
-
-			if (hi < 0 || lo < 0)
-				return BARREL_E_INVALID;
-			ch = (char)(hi << 4 | lo);
-			i += 2;
-		}
-		if (sb_add(out, &ch, 1))
-			return -ENOMEM;
-	}
-	return 0;
+	if (rc)
+		return rc;
+	out->len -= len;
+	rc = docname_decode(s, len, out->p + out->len, &n);
+	out->len += rc ? 0 : n;
+	out->p[out->len] = '\0';
+	return rc;
 }
 
 /* Where id's files go under an export directory, without ".json":
