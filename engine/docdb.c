@@ -785,6 +785,26 @@ static int edit_rev_id(struct edit *e, const struct rev *hp)
 	return rc;
 }
 
+/* Step 2 with DOC_PUT_BRANCH on a parent that is no longer a leaf: the
+ * edit becomes a conflicting branch, grafted beside the newer ones. */
+static int edit_branch(struct edit *e, const struct rev *parent)
+{
+	struct rev path[2];
+	bool added;
+	int rc;
+
+	if ((rc = resolve_atts_from(e, parent, parent->gen + 1)) ||
+	    (rc = edit_rev_id(e, parent)))
+		return rc;
+	path[0] = e->rev;
+	path[1] = *parent;
+	rc = revtree_graft(e->tree, path, 2, e->p->deleted, 0, &added);
+	if (!rc && !added)
+		rc = put_fail(e->r, BARREL_E_CONFLICT, "document update "
+			      "conflict: the same edit was already made");
+	return rc;
+}
+
 /* Step 2, new_edits=true: the parent, the new id, the edit. */
 static int edit_new_rev(struct edit *e)
 {
@@ -797,10 +817,13 @@ static int edit_new_rev(struct edit *e)
 		parent = &e->p->b.rev;
 	if (e->r->flags & DOC_PUT_ON_WINNER)
 		parent = e->have_w0 && !w0_deleted ? &e->w0 : NULL;
-	if (parent && (revtree_find(e->tree, parent, &ri) || !ri.is_leaf))
+	if (parent && (revtree_find(e->tree, parent, &ri) ||
+		       (!ri.is_leaf && !(e->r->flags & DOC_PUT_BRANCH))))
 		return put_fail(e->r, BARREL_E_CONFLICT,
 				"document update conflict: the parent is not a "
 				"current revision");
+	if (parent && !ri.is_leaf)
+		return edit_branch(e, parent);
 	if (!parent && e->have_w0 && !w0_deleted)
 		return put_fail(e->r, BARREL_E_CONFLICT,
 				"document update conflict: the document exists");

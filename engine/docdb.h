@@ -131,6 +131,10 @@ enum doc_put_flags {
 	 * CouchDB's rule: the revision has exactly the attachments its
 	 * "_attachments" and atts name. */
 	DOC_PUT_KEEP_ATTS = 1 << 3,
+	/* An edit (new_edits=true) whose parent is in the tree but no
+	 * longer a leaf (someone edited it meanwhile) becomes a conflicting
+	 * branch instead of failing: the mount's stale saves. */
+	DOC_PUT_BRANCH = 1 << 4,
 };
 
 /*

@@ -13,9 +13,9 @@ libbarrel_a_SOURCES = \
 	engine/revtree.h engine/revtree.c \
 	engine/body.h engine/body.c \
 	engine/docdb.h engine/docdb_i.h engine/docdb.c engine/docatt.c \
-	engine/docname.h engine/docname.c
+	engine/docname.h engine/docname.c engine/docdiff.h engine/docdiff.c
 libbarrel_a_CFLAGS = $(AM_CFLAGS) $(URING_CFLAGS) $(XXHASH_CFLAGS) \
-	$(JSONC_CFLAGS) $(CRYPTO_CFLAGS)
+	$(JSONC_CFLAGS) $(CRYPTO_CFLAGS) $(GIT2_CFLAGS)
 
 BARREL_LIBS = libbarrel.a $(URING_LIBS) $(XXHASH_LIBS) $(JSONC_LIBS) \
-	$(CRYPTO_LIBS)
+	$(CRYPTO_LIBS) $(GIT2_LIBS)

@@ -18,7 +18,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <git2.h>
 #include <inttypes.h>
 #include <json-c/json.h>
 #include <openssl/evp.h>
@@ -36,6 +35,7 @@
 #include "engine/body.h"
 #include "engine/db.h"
 #include "engine/docdb.h"
+#include "engine/docdiff.h"
 #include "engine/docname.h"
 #include "engine/error.h"
 #include "tools/ctl.h"
@@ -1098,17 +1098,15 @@ static int diff_text(const struct cmd *c, const struct doc *doc, bool pretty,
 	return 0;
 }
 
-/* A unified diff of a and b by libgit2, labelled a/ID@REV1, b/ID@REV2. */
+/* A unified diff of a and b (docdiff.h), labelled a/ID@REV1, b/ID@REV2. */
 static int diff_print(const struct cmd *c, const char *id,
 		      const char *const revs[2], const char *const text[2],
 		      const size_t len[2], uint32_t context)
 {
-	git_diff_options opts;
-	git_patch *patch = NULL;
-	git_buf buf = { 0 };
 	struct sbuf la = { 0 }, lb = { 0 };
-	const git_error *e;
-	int status = 0;
+	char err[DOCDIFF_ERRLEN], *out = NULL;
+	size_t outlen;
+	int status = 0, rc;
 
 	if (sb_add(&la, id, strlen(id)) || sb_add(&la, "@", 1) ||
 	    sb_add(&la, revs[0], strlen(revs[0])) ||
@@ -1117,21 +1115,14 @@ static int diff_print(const struct cmd *c, const char *id,
 		status = fail(c, "%s", strerror(ENOMEM));
 		goto out_free;
 	}
-	git_libgit2_init();
-	git_diff_options_init(&opts, GIT_DIFF_OPTIONS_VERSION);
-	opts.flags |= GIT_DIFF_FORCE_TEXT;
-	opts.context_lines = context;
-	if (git_patch_from_buffers(&patch, text[0], len[0], la.p, text[1],
-				   len[1], lb.p, &opts) ||
-	    git_patch_to_buf(&buf, patch)) {
-		e = git_error_last();
-		status = fail(c, "%s: diff: %s", id, e ? e->message : "failed");
-	} else {
-		fwrite(buf.ptr, 1, buf.size, stdout);
-	}
-	git_buf_dispose(&buf);
-	git_patch_free(patch);
-	git_libgit2_shutdown();
+	rc = doc_diff(text[0], len[0], la.p, text[1], len[1], lb.p, context,
+		      &out, &outlen, err);
+	if (rc)
+		status = fail(c, "%s: %s", id,
+			      rc == -ENOMEM ? strerror(ENOMEM) : err);
+	else
+		fwrite(out, 1, outlen, stdout);
+	free(out);
 out_free:
 	sb_release(&la);
 	sb_release(&lb);

@@ -1,0 +1,670 @@
+/*
+ * Open files (DESIGN.md "Writing a document").
+ *
+ * A document opened for writing gets a private spool and remembers the
+ * revision it showed (its base); flush, fsync and a rename onto ID.json
+ * commit the spool as one revision on that base. Attachments and scratch
+ * files share one spool per node among their writers, as on ext4; the
+ * last writer's release (or a flush with changes) stores it. Read-only
+ * opens read a copy of the body (documents, virtual files) or a blob.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "engine/log.h"
+#include "fs/fs.h"
+
+#define DOC_MAX_BODY (8u << 20)
+#define COPY_CHUNK (1u << 20)
+
+/* ---- which revision a process opened ---- */
+
+void note_open(struct fs *fs, struct fsdb *db, const char *id, pid_t pid,
+	       const struct rev *rev)
+{
+	struct open_note *o;
+	char *copy = strdup(id);
+
+	if (!copy)
+		return;
+	pthread_mutex_lock(&fs->lock);
+	o = &fs->notes[fs->next_note++ % FS_NOTES];
+	free(o->id);
+	*o = (struct open_note){ db, copy, pid, *rev };
+	pthread_mutex_unlock(&fs->lock);
+}
+
+bool note_find(struct fs *fs, struct fsdb *db, const char *id, pid_t pid,
+	       struct rev *rev)
+{
+	bool found = false, exact = false;
+
+	pthread_mutex_lock(&fs->lock);
+	for (unsigned i = 0; i < FS_NOTES && !exact; i++) {
+		/* newest first */
+		struct open_note *o =
+			&fs->notes[(fs->next_note - 1 - i) % FS_NOTES];
+
+		if (!o->id || o->db != db || strcmp(o->id, id))
+			continue;
+		if (o->pid == pid || !found)
+			*rev = o->rev;
+		exact = o->pid == pid;
+		found = true;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	return found;
+}
+
+void notes_release(struct fs *fs)
+{
+	for (unsigned i = 0; i < FS_NOTES; i++) {
+		free(fs->notes[i].id);
+		fs->notes[i].id = NULL;
+	}
+}
+
+/* ---- committing ---- */
+
+static bool bad_input(int rc)
+{
+	return rc == BARREL_E_BADJSON || rc == BARREL_E_NOTOBJECT ||
+	       rc == BARREL_E_INVALID || rc == BARREL_E_BADREV ||
+	       rc == BARREL_E_TOOBIG;
+}
+
+/* Keep rejected bytes as the scratch file "ID.json.rejected". */
+static void keep_rejected(struct fs *fs, struct node *n, int fd)
+{
+	struct node *dir = node_get(fs, n->parent);
+	char *name = name_of_doc(n->p.id, n->p.idlen), *path = NULL;
+	struct fsrec r = { .kind = FSREC_FILE, .mode = 0644,
+			   .uid = fs->uid, .gid = fs->gid };
+	char *full = NULL;
+
+	if (name && (full = malloc(strlen(name) + 10))) {
+		memcpy(full, name, strlen(name));
+		memcpy(full + strlen(name), ".rejected", 10);
+	}
+	if (dir && full && (path = node_path(dir, full))) {
+		clock_gettime(CLOCK_REALTIME, &r.mtime);
+		r.ctime = r.atime = r.mtime;
+		if (fsrec_put_spool(n->p.db, path, &r, fd))
+			path[0] = '\0';
+	}
+	barrel_log(BLOG_ERR, "%s: rejected bytes kept in %s", n->name,
+		   path && path[0] ? path : "(nowhere: could not store them)");
+	fsrec_release(&r);
+	free(path);
+	free(full);
+	free(name);
+}
+
+/* Read a document spool whole (at most DOC_MAX_BODY bytes). */
+static int spool_slurp(int fd, char **out, size_t *len)
+{
+	struct stat st;
+	int rc;
+
+	*out = NULL;
+	if (fstat(fd, &st))
+		return -errno;
+	if ((uint64_t)st.st_size > DOC_MAX_BODY)
+		return -EFBIG;
+	*len = (size_t)st.st_size;
+	if (!(*out = malloc(*len + 1)))
+		return -ENOMEM;
+	if ((rc = spool_read_all(fd, *out, *len))) {
+		free(*out);
+		*out = NULL;
+	}
+	return rc;
+}
+
+int doc_commit_fd(struct fs *fs, struct node *n, int fd,
+		  const struct rev *base, struct rev *out)
+{
+	struct doc_put req = { .id = n->p.id, .idlen = n->p.idlen,
+			       .parent = base,
+			       .flags = DOC_PUT_KEEP_ATTS | DOC_PUT_BRANCH };
+	char *body;
+	int rc = spool_slurp(fd, &body, &req.len);
+
+	if (rc)
+		return rc;
+	req.body = body;
+	rc = docdb_put(n->p.db->d, &req, 1);
+	if (!rc)
+		rc = req.rc;
+	if (!rc) {
+		*out = req.rev;
+	} else if (bad_input(rc)) {
+		barrel_log(BLOG_ERR, "%s/%s: not saved: %s", n->p.db->name,
+			   n->name, req.error[0] ? req.error :
+			   barrel_strerror(rc));
+		keep_rejected(fs, n, fd);
+		rc = -EINVAL;
+	} else {
+		barrel_log(BLOG_ERR, "%s/%s: not saved: %s", n->p.db->name,
+			   n->name, req.error[0] ? req.error :
+			   barrel_strerror(rc));
+	}
+	free(body);
+	return fs_err(rc);
+}
+
+static const char *content_type(const char *name)
+{
+	static const char *const types[][2] = {
+		{ ".txt", "text/plain" }, { ".json", "application/json" },
+		{ ".html", "text/html" }, { ".css", "text/css" },
+		{ ".js", "application/javascript" }, { ".png", "image/png" },
+		{ ".jpg", "image/jpeg" }, { ".jpeg", "image/jpeg" },
+		{ ".gif", "image/gif" }, { ".svg", "image/svg+xml" },
+		{ ".pdf", "application/pdf" }, { ".md", "text/markdown" },
+		{ ".csv", "text/csv" }, { ".xml", "application/xml" },
+	};
+	const char *dot = strrchr(name, '.');
+
+	for (size_t i = 0; dot && i < sizeof(types) / sizeof(types[0]); i++)
+		if (!strcasecmp(dot, types[i][0]))
+			return types[i][1];
+	return "application/octet-stream";
+}
+
+/* A new revision of id that changes one attachment (added or removed);
+ * the body stays the winner's ("{}" for a new document). */
+static int att_put(struct fsdb *db, const char *id, size_t idlen,
+		   struct doc_att *a)
+{
+	struct doc_put req = { .id = id, .idlen = idlen, .body = "{}",
+			       .len = 2, .atts = a, .natts = 1,
+			       .flags = DOC_PUT_KEEP_ATTS | DOC_PUT_ON_WINNER };
+	struct doc cur = { 0 };
+	int rc;
+
+	if (!docdb_get(db->d, NULL, id, idlen, NULL, 0, &cur)) {
+		req.body = cur.body;
+		req.len = cur.len;
+	}
+	rc = docdb_put(db->d, &req, 1);
+	if (!rc)
+		rc = req.rc;
+	if (rc)
+		barrel_log(BLOG_ERR, "%s/%s: attachment %s not %s: %s",
+			   db->name, id, a->name,
+			   a->remove ? "removed" : "saved",
+			   req.error[0] ? req.error : barrel_strerror(rc));
+	doc_release(&cur);
+	return fs_err(rc);
+}
+
+int att_remove(struct fs *fs, const struct proto *p, struct doc_att *a)
+{
+	(void)fs;
+	return att_put(p->db, p->id, p->idlen, a);
+}
+
+int att_commit_fd(struct fs *fs, struct node *n, int fd)
+{
+	struct doc_att a = { .name = n->p.key };
+	struct doc_att_writer *w;
+	char *buf = malloc(COPY_CHUNK);
+	uint64_t off = 0;
+	int rc = buf ? docdb_att_create(n->p.db->d, &w) : -ENOMEM;
+
+	(void)fs;
+	if (rc)
+		goto out_free;
+	for (ssize_t got; !rc; off += (uint64_t)got) {
+		if ((got = pread(fd, buf, COPY_CHUNK, (off_t)off)) <= 0) {
+			rc = got < 0 ? -errno : 0;
+			break;
+		}
+		rc = doc_att_write(w, buf, (size_t)got);
+	}
+	if (rc) {
+		doc_att_abort(w);
+		goto out_free;
+	}
+	a.content_type = (char *)content_type(a.name);
+	if (!(rc = doc_att_finish(w, &a)))
+		rc = att_put(n->p.db, n->p.id, n->p.idlen, &a);
+out_free:
+	free(buf);
+	return fs_err(rc);
+}
+
+/* ---- opening ---- */
+
+static bool writes(int flags)
+{
+	return (flags & O_ACCMODE) != O_RDONLY;
+}
+
+static int new_spool(struct fs *fs, int *fd)
+{
+	return fs_err(benv_spool(fs->env, fd));
+}
+
+/* A document: its body at open; writers also get a spool and a base. */
+static int open_doc(struct fs *fs, fuse_req_t req, struct node *n,
+		    struct fh *fh)
+{
+	struct doc doc = { 0 };
+	int rc = docdb_get(n->p.db->d, NULL, n->p.id, n->p.idlen, NULL, 0,
+			   &doc);
+
+	if (rc == BARREL_E_NOTFOUND && n->pending) {
+		rc = 0;
+		pthread_mutex_lock(&n->lock);
+		fh->has_base = n->has_opened;
+		fh->base = n->opened;
+		pthread_mutex_unlock(&n->lock);
+	} else if (!rc) {
+		fh->base = doc.rev;
+		fh->has_base = true;
+		fh->buf = doc.body;
+		fh->len = doc.len;
+		doc.body = NULL;
+		note_open(fs, n->p.db, n->p.id, fuse_req_ctx(req)->pid,
+			  &doc.rev);
+	}
+	doc_release(&doc);
+	if (rc || !fh->writes)
+		return fs_err(rc);
+	if ((rc = new_spool(fs, &fh->spool)))
+		return rc;
+	if (!(fh->flags & O_TRUNC) && fh->len)
+		rc = spool_write_all(fh->spool, fh->buf, fh->len, 0);
+	return rc;
+}
+
+/* The node's shared spool, filled from the stored content unless trunc
+ * (node->lock held). */
+static int node_spool(struct fs *fs, struct node *n, bool trunc)
+{
+	struct bsnap *snap = NULL;
+	struct doc doc = { 0 };
+	struct fsrec r = { 0 };
+	int rc;
+
+	if (n->spool >= 0)
+		return trunc && ftruncate(n->spool, 0) ? -errno : 0;
+	if ((rc = new_spool(fs, &n->spool)))
+		return rc;
+	if (trunc || n->pending)
+		return 0;
+	if ((rc = bdb_snapshot(docdb_bdb(n->p.db->d), &snap)))
+		goto out;
+	if (n->p.kind == NODE_SCRATCH) {
+		if (!(rc = fsrec_get(n->p.db, snap, n->p.key, &r)))
+			rc = fsrec_to_spool(snap, &r, n->spool);
+	} else if (!(rc = docdb_get(n->p.db->d, snap, n->p.id, n->p.idlen,
+				    NULL, 0, &doc))) {
+		rc = BARREL_E_NOTFOUND;
+		for (size_t i = 0; i < doc.natts; i++)
+			if (!strcmp(doc.atts[i].name, n->p.key))
+				rc = blob_to_spool(snap, doc.atts[i].blob,
+						   n->spool);
+	}
+out:
+	fsrec_release(&r);
+	doc_release(&doc);
+	bsnap_release(snap);
+	if (rc) {
+		close(n->spool);
+		n->spool = -1;
+	}
+	return fs_err(rc);
+}
+
+/* A read of stored content without a spool: scratch data or a blob. */
+static int open_stored(struct node *n, struct fh *fh)
+{
+	struct doc doc = { 0 };
+	struct fsrec r = { 0 };
+	uint64_t blob = 0;
+	int rc = bdb_snapshot(docdb_bdb(n->p.db->d), &fh->snap);
+
+	if (rc)
+		return fs_err(rc);
+	if (n->p.kind == NODE_SCRATCH) {
+		if (!(rc = fsrec_get(n->p.db, fh->snap, n->p.key, &r))) {
+			blob = r.blob;
+			fh->buf = r.data;
+			fh->len = r.dlen;
+			r.data = NULL;
+		}
+	} else if (!(rc = docdb_get(n->p.db->d, fh->snap, n->p.id,
+				    n->p.idlen, NULL, 0, &doc))) {
+		rc = BARREL_E_NOTFOUND;
+		for (size_t i = 0; i < doc.natts; i++)
+			if (!strcmp(doc.atts[i].name, n->p.key)) {
+				blob = doc.atts[i].blob;
+				rc = 0;
+			}
+	}
+	if (!rc && blob)
+		rc = bsnap_blob_open(fh->snap, blob, &fh->blob);
+	fsrec_release(&r);
+	doc_release(&doc);
+	return fs_err(rc);
+}
+
+static int open_shared(struct fs *fs, struct node *n, struct fh *fh)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&n->lock);
+	if (fh->writes) {
+		if (!(rc = node_spool(fs, n, fh->flags & O_TRUNC))) {
+			n->writers++;
+			fh->shared = true;
+			if (fh->flags & O_TRUNC)
+				n->dirty = true;
+		}
+	}
+	pthread_mutex_unlock(&n->lock);
+	if (!rc && !fh->writes && n->spool < 0 && !n->pending)
+		rc = open_stored(n, fh);
+	return rc;
+}
+
+int fh_open(struct fs *fs, fuse_req_t req, struct node *n, int flags,
+	    struct fh **out)
+{
+	struct fh *fh = calloc(1, sizeof(*fh));
+	int rc;
+
+	if (!fh)
+		return -ENOMEM;
+	fh->node = n;
+	fh->flags = flags;
+	fh->spool = -1;
+	fh->writes = writes(flags);
+	switch (n->p.kind) {
+	case NODE_DOC:
+	case NODE_ATT:
+	case NODE_SCRATCH:
+		if ((rc = fsdb_enter(n->p.db)))
+			break;
+		rc = n->p.kind == NODE_DOC ? open_doc(fs, req, n, fh) :
+		     open_shared(fs, n, fh);
+		fsdb_leave(n->p.db);
+		break;
+	case NODE_STATUS:
+	case NODE_REVFILE:
+	case NODE_REVDIFF:
+	case NODE_CONFLICT:
+		rc = fh->writes ? -EACCES : view_render(fs, n, fh);
+		break;
+	case NODE_CHANGES:
+		rc = fh->writes ? -EACCES : changes_update(fs, n->p.db);
+		break;
+	default:
+		rc = -EISDIR;
+	}
+	if (rc) {
+		fh_release(fs, fh);
+		return rc;
+	}
+	node_open(fs, n);
+	*out = fh;
+	return 0;
+}
+
+/* ---- reading and writing ---- */
+
+static int pread_some(int fd, char *buf, size_t size, off_t off, size_t *got)
+{
+	ssize_t n = pread(fd, buf, size, off);
+
+	if (n < 0)
+		return -errno;
+	*got = (size_t)n;
+	return 0;
+}
+
+int fh_read(struct fs *fs, struct fh *fh, char *buf, size_t size, off_t off,
+	    size_t *got)
+{
+	struct node *n = fh->node;
+	ssize_t r;
+	int rc = 1;
+
+	(void)fs;
+	*got = 0;
+	if (fh->spool >= 0)
+		return pread_some(fh->spool, buf, size, off, got);
+	if (n->p.kind == NODE_CHANGES)
+		return pread_some(n->p.db->changes_fd, buf, size, off, got);
+	if (n->p.kind == NODE_ATT || n->p.kind == NODE_SCRATCH) {
+		pthread_mutex_lock(&n->lock);
+		if (n->spool >= 0)
+			rc = pread_some(n->spool, buf, size, off, got);
+		pthread_mutex_unlock(&n->lock);
+		if (rc <= 0)
+			return rc;
+	}
+	if (fh->blob) {
+		r = bblob_read(fh->blob, buf, size, (uint64_t)off);
+		if (r < 0)
+			return fs_err((int)r);
+		*got = (size_t)r;
+		return 0;
+	}
+	if ((size_t)off < fh->len) {
+		*got = fh->len - (size_t)off < size ? fh->len - (size_t)off : size;
+		memcpy(buf, fh->buf + off, *got);
+	}
+	return 0;
+}
+
+static int pwrite_all(int fd, const char *buf, size_t size, off_t off)
+{
+	return spool_write_all(fd, buf, size, (uint64_t)off);
+}
+
+int fh_write(struct fs *fs, struct fh *fh, const char *buf, size_t size,
+	     off_t off)
+{
+	struct node *n = fh->node;
+	int rc;
+
+	(void)fs;
+	if (!fh->writes)
+		return -EBADF;
+	if (fh->spool >= 0) {
+		if (!(rc = pwrite_all(fh->spool, buf, size, off)))
+			fh->dirty = true;
+		return rc;
+	}
+	pthread_mutex_lock(&n->lock);
+	rc = n->spool >= 0 ? pwrite_all(n->spool, buf, size, off) : -EBADF;
+	if (!rc)
+		n->dirty = true;
+	pthread_mutex_unlock(&n->lock);
+	return rc;
+}
+
+/* ---- committing on close ---- */
+
+/* Does the spool hold other bytes than the body opened (same length)? */
+static bool fh_spool_differs(struct fh *fh)
+{
+	char *now = malloc(fh->len + 1);
+	bool differs = !now || spool_read_all(fh->spool, now, fh->len) ||
+		       memcmp(now, fh->buf, fh->len);
+
+	free(now);
+	return differs;
+}
+
+static int flush_doc(struct fs *fs, struct fh *fh)
+{
+	struct node *n = fh->node;
+	struct stat st;
+	struct rev rev;
+	int rc;
+
+	if (!fh->dirty && !(fh->flags & O_TRUNC && fh->has_base))
+		return 0;
+	if (fstat(fh->spool, &st))
+		return -errno;
+	if (!fh->has_base && !st.st_size)
+		return 0;                   /* not a document yet */
+	if (fh->has_base && fh->buf && (size_t)st.st_size == fh->len &&
+	    !fh_spool_differs(fh))
+		return 0;                   /* saved unchanged */
+	rc = doc_commit_fd(fs, n, fh->spool, fh->has_base ? &fh->base : NULL,
+			   &rev);
+	fh->dirty = false;
+	fh->flags &= ~O_TRUNC;
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&n->lock);
+	n->pending = false;
+	pthread_mutex_unlock(&n->lock);
+	fh->base = rev;
+	fh->has_base = true;
+	free(fh->buf);
+	fh->buf = NULL;
+	fh->len = 0;
+	inval_inode(fs, n->ino);
+	return 0;
+}
+
+/* Store a shared spool (node->lock held). */
+static int flush_shared(struct fs *fs, struct node *n)
+{
+	struct fsrec r = { 0 };
+	int rc;
+
+	if (!n->dirty || n->spool < 0 || !n->linked ||
+	    (n->p.kind != NODE_ATT && n->p.kind != NODE_SCRATCH))
+		return 0;
+	if (n->p.kind == NODE_ATT) {
+		rc = att_commit_fd(fs, n, n->spool);
+	} else {
+		rc = fsrec_get(n->p.db, NULL, n->p.key, &r);
+		if (rc == BARREL_E_NOTFOUND)
+			return 0;          /* removed meanwhile */
+		clock_gettime(CLOCK_REALTIME, &r.mtime);
+		r.ctime = r.mtime;
+		rc = rc ? fs_err(rc) :
+		     fs_err(fsrec_put_spool(n->p.db, n->p.key, &r, n->spool));
+		fsrec_release(&r);
+	}
+	if (!rc) {
+		n->dirty = false;
+		n->pending = false;
+	}
+	return rc;
+}
+
+int fh_flush(struct fs *fs, fuse_req_t req, struct fh *fh, bool durable)
+{
+	struct node *n = fh->node;
+	int rc = 0;
+
+	(void)req;
+	(void)durable;
+	if (!fh->writes)
+		return 0;
+	if ((rc = fsdb_enter(n->p.db)))
+		return rc;
+	if (n->p.kind == NODE_DOC) {
+		rc = flush_doc(fs, fh);
+	} else {
+		pthread_mutex_lock(&n->lock);
+		rc = flush_shared(fs, n);
+		pthread_mutex_unlock(&n->lock);
+	}
+	fsdb_leave(n->p.db);
+	return rc;
+}
+
+void fh_release(struct fs *fs, struct fh *fh)
+{
+	struct node *n = fh->node;
+
+	if (fh->shared && !fsdb_enter(n->p.db)) {
+		pthread_mutex_lock(&n->lock);
+		if (n->writers && !--n->writers) {
+			if (flush_shared(fs, n))
+				barrel_log(BLOG_ERR, "%s: lost on close",
+					   n->name);
+			close(n->spool);
+			n->spool = -1;
+		}
+		pthread_mutex_unlock(&n->lock);
+		fsdb_leave(n->p.db);
+	}
+	if (fh->spool >= 0)
+		close(fh->spool);
+	if (fh->blob)
+		bblob_close(fh->blob);
+	bsnap_release(fh->snap);
+	free(fh->buf);
+	free(fh);
+}
+
+/* ---- truncate(2) ---- */
+
+static int truncate_doc(struct fs *fs, struct node *n, off_t size)
+{
+	struct doc doc = { 0 };
+	struct rev rev;
+	int fd = -1;
+	int rc = docdb_get(n->p.db->d, NULL, n->p.id, n->p.idlen, NULL, 0,
+			   &doc);
+
+	if (!rc && (size_t)size == doc.len)
+		goto out;
+	if (!rc && !(rc = new_spool(fs, &fd)) &&
+	    !(rc = spool_write_all(fd, doc.body,
+				   (size_t)size < doc.len ? (size_t)size :
+				   doc.len, 0)) &&
+	    !(rc = ftruncate(fd, size) ? -errno : 0))
+		rc = doc_commit_fd(fs, n, fd, &doc.rev, &rev);
+out:
+	if (fd >= 0)
+		close(fd);
+	doc_release(&doc);
+	return fs_err(rc);
+}
+
+int node_truncate(struct fs *fs, struct node *n, off_t size, struct fh *fh)
+{
+	int rc;
+
+	if (fh && fh->spool >= 0) {
+		fh->dirty = true;
+		return ftruncate(fh->spool, size) ? -errno : 0;
+	}
+	if (n->p.kind == NODE_DOC)
+		return n->pending ? 0 : truncate_doc(fs, n, size);
+	if (n->p.kind != NODE_ATT && n->p.kind != NODE_SCRATCH)
+		return -EACCES;
+	pthread_mutex_lock(&n->lock);
+	rc = node_spool(fs, n, false);
+	if (!rc && ftruncate(n->spool, size))
+		rc = -errno;
+	if (!rc) {
+		n->dirty = true;
+		if (!n->writers) {
+			rc = flush_shared(fs, n);
+			close(n->spool);
+			n->spool = -1;
+		}
+	}
+	pthread_mutex_unlock(&n->lock);
+	return rc;
+}

@@ -1,0 +1,325 @@
+/*
+ * The mount's private API between its files (DESIGN.md "The mount").
+ *
+ * A node is a name the kernel has looked up (its inode); an open file is
+ * a struct fh. Nodes name things and hold no content: documents,
+ * revisions and attachments are read from the database, scratch files and
+ * attributes from each database's "fs" table (FORMAT.md "Mount
+ * attributes").
+ *
+ * Helpers return 0 or a negative errno and never reply; the FUSE
+ * callbacks in ops.c call them and reply exactly once.
+ *
+ * Locks, in order: fs->lock (nodes, databases, pending moves), then
+ * fsdb->use (rwlock: every operation on a database reads it; rmdir
+ * writes it), then node->lock (an open node's shared spool).
+ */
+#ifndef BARREL_FS_H
+#define BARREL_FS_H
+
+#define FUSE_USE_VERSION 314
+
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "engine/docdb.h"
+
+struct fs;
+
+struct fs_opts {
+	unsigned grace_s;         /* a document moved away waits this long */
+	double cache_timeout;     /* entry and attribute timeouts, seconds */
+	uint32_t keep_bodies;     /* history=N (0: all) */
+	bool foreground;
+};
+
+/* One database of the environment, open as documents. Never freed
+ * before the mount ends, so nodes may point at it after rmdir. */
+struct fsdb {
+	struct fs *fs;
+	char *name;
+	struct docdb *d;          /* NULL once removed; read under use */
+	uint32_t fs_table;        /* the mount's table: attributes, scratch */
+	pthread_rwlock_t use;
+	uint64_t watch_id;
+	uint64_t seen_seq;        /* inval thread: changes processed up to */
+	pthread_mutex_t changes_lock;   /* the two below */
+	int changes_fd;           /* .changes spool, -1 until first used */
+	uint64_t changes_seq;     /* feed written to it up to */
+	struct fsdb *next;        /* protected by fs->lock */
+};
+
+enum node_kind {
+	NODE_ROOT = 1,
+	NODE_STATUS,              /* .status */
+	NODE_DB,                  /* DB/ */
+	NODE_DOC,                 /* ID.json */
+	NODE_ATTDIR,              /* ID/ */
+	NODE_ATT,                 /* ID/NAME */
+	NODE_DESIGN,              /* _design/ */
+	NODE_REVROOT,             /* .rev/ */
+	NODE_REVDIR,              /* .rev/ID/ */
+	NODE_REVFILE,             /* .rev/ID/REV.json */
+	NODE_REVDIFF,             /* .rev/ID/REV.diff */
+	NODE_CONFLICTS,           /* .rev/ID/conflicts/ */
+	NODE_CONFLICT,            /* .rev/ID/conflicts/REV.json */
+	NODE_CHANGES,             /* .changes */
+	NODE_SCRATCH,             /* anything else: a file or symlink */
+};
+
+/*
+ * What a name is, before it is a node: kind, database, document id, and
+ * key (an attachment name, a revision, or a scratch path "NAME",
+ * "ID/NAME" or "_design/NAME" inside the database). Strings are owned.
+ */
+struct proto {
+	enum node_kind kind;
+	struct fsdb *db;
+	char *id;
+	size_t idlen;
+	char *key;
+};
+
+struct node {
+	fuse_ino_t ino;
+	fuse_ino_t parent;        /* with name: the name index key */
+	char *name;
+	struct proto p;
+	uint64_t nlookup;         /* protected by fs->lock */
+	unsigned nopen;           /* protected by fs->lock */
+	bool linked;              /* in the name index */
+	struct node *next_ino, *next_name;    /* hash chains */
+
+	pthread_mutex_t lock;     /* the fields below */
+	int spool;                /* scratch/attachment being written, -1 */
+	unsigned writers;         /* open handles that may write */
+	bool dirty;               /* spool differs from the database */
+	bool pending;             /* created, not yet a document (empty) */
+	struct rev opened;        /* the revision last opened (base hint) */
+	bool has_opened;
+};
+
+/* An open file or directory. */
+struct fh {
+	struct node *node;
+	int flags;                /* open flags */
+	int spool;                /* documents: this open's private spool */
+	bool writes;              /* opened for writing */
+	bool shared;              /* counted in node->writers */
+	bool dirty;               /* written since the last commit */
+	struct rev base;          /* documents: the revision opened */
+	bool has_base;
+	char *buf;                /* content of a read-only view */
+	size_t len, cap;
+	uint64_t seq;             /* .changes: feed read up to */
+	struct bsnap *snap;       /* attachments, blob scratch files */
+	struct bblob_reader *blob;
+	struct dirent_list *dir;  /* directories */
+};
+
+/* Which revision a process last opened a document at (rename saves). */
+struct open_note {
+	struct fsdb *db;
+	char *id;                 /* owned */
+	pid_t pid;
+	struct rev rev;
+};
+#define FS_NOTES 128
+
+struct fs {
+	struct benv *env;
+	struct fuse_session *se;
+	struct fs_opts opts;
+	uid_t uid;                /* the owner of what has no attributes */
+	gid_t gid;
+	char *datadir;
+
+	pthread_mutex_t lock;
+	struct fsdb *dbs;         /* protected by lock */
+	struct node **by_ino, **by_name;      /* protected by lock */
+	size_t nbuckets, nnodes;
+	fuse_ino_t next_ino;
+	struct moved *moved;      /* documents moved away, by lock */
+	struct open_note notes[FS_NOTES];     /* by lock, a ring */
+	unsigned next_note;
+
+	pthread_t worker;         /* invalidation and grace timer */
+	bool worker_running;
+	bool stop;                /* protected by lock */
+	pthread_cond_t wake;
+	struct inval *invals;     /* queued kernel invalidations, by lock */
+};
+
+/* Any error code as a negative errno (error.c's table). */
+static inline int fs_err(int rc)
+{
+	return rc ? -barrel_errno(rc) : 0;
+}
+
+/* ---- node.c ---- */
+int nodes_init(struct fs *fs);
+void nodes_release(struct fs *fs);
+/* The node of ino (the kernel keeps it alive during a request on it). */
+struct node *node_get(struct fs *fs, fuse_ino_t ino);
+/* The node of (parent, name), creating it from *p (whose strings it then
+ * owns; p is zeroed) and counting one lookup. */
+struct node *node_enter(struct fs *fs, fuse_ino_t parent, const char *name,
+			struct proto *p);
+/* The node of (parent, name) if one is linked; no lookup counted. */
+struct node *node_find(struct fs *fs, fuse_ino_t parent, const char *name);
+void node_forget(struct fs *fs, fuse_ino_t ino, uint64_t n);
+/* Take the node out of the name index (unlinked, or renamed over). */
+void node_unlink(struct fs *fs, struct node *n);
+/* Give the node a new name and identity (rename); takes *p's strings. */
+int node_move(struct fs *fs, struct node *n, fuse_ino_t parent,
+	      const char *name, struct proto *p);
+void node_open(struct fs *fs, struct node *n);
+void node_close(struct fs *fs, struct node *n);
+void proto_release(struct proto *p);
+
+/* ---- names.c ---- */
+/*
+ * What name is in directory dir (no database read beyond what the kind
+ * needs: a scratch file or a document's existence decides between a
+ * scratch file and an attachment folder). -ENOENT when it cannot exist,
+ * -ENAMETOOLONG, -EINVAL for a bad database name.
+ */
+int name_classify(struct fs *fs, const struct node *dir, const char *name,
+		  struct proto *out);
+/* dir's name that decodes to a document id as its attachment folder
+ * (p is replaced); false when it does not decode. */
+bool name_as_attdir(const struct node *dir, const char *name,
+		    struct proto *p);
+/* The file name of a document id in its directory ("ID.json"), malloc'ed. */
+char *name_of_doc(const char *id, size_t idlen);
+/* The path of name in directory dir inside its database ("NAME",
+ * "_design/NAME", "ID/NAME"): the key of its fs record; malloc'ed. */
+char *node_path(const struct node *dir, const char *name);
+/* The name of an id (.rev/ID) or attachment without suffix, malloc'ed. */
+char *name_encode(const char *s, size_t len, bool doc);
+
+/* ---- db.c (databases) ---- */
+int fsdb_open_all(struct fs *fs);
+void fsdb_close_all(struct fs *fs);
+/* The database named name, or NULL. */
+struct fsdb *fsdb_find(struct fs *fs, const char *name);
+/* Enter db for an operation: -ENOENT when it was removed. */
+int fsdb_enter(struct fsdb *db);
+void fsdb_leave(struct fsdb *db);
+int fsdb_create(struct fs *fs, const char *name, struct fsdb **out);
+int fsdb_remove(struct fs *fs, const char *name);
+
+/* ---- attr.c: attributes and scratch files in the "fs" table ---- */
+
+enum fsrec_kind { FSREC_ATTRS = 1, FSREC_FILE = 2, FSREC_LINK = 3 };
+
+/* A record of the fs table (FORMAT.md "Mount attributes"). */
+struct fsrec {
+	uint8_t kind;
+	uint32_t mode, uid, gid;
+	struct timespec mtime, ctime, atime;
+	uint64_t size;
+	uint64_t blob;            /* 0: data inline */
+	struct rev rev;           /* documents: mtime belongs to this revision */
+	char *data;               /* inline content or link target; owned */
+	size_t dlen;
+};
+
+int fsrec_get(struct fsdb *db, struct bsnap *snap, const char *path,
+	      struct fsrec *out);
+bool fsrec_exists(struct fsdb *db, const char *path);
+int fsrec_put(struct fsdb *db, const char *path, const struct fsrec *r);
+int fsrec_del(struct fsdb *db, const char *path);
+/* Rename a record (replacing one at to) in one transaction. */
+int fsrec_move(struct fsdb *db, const char *from, const char *to);
+void fsrec_release(struct fsrec *r);
+/* Store the spool fd's content as scratch file path, attributes r. */
+int fsrec_put_spool(struct fsdb *db, const char *path, struct fsrec *r,
+		    int fd);
+/* Copy the content of scratch record r (read from snap) into fd. */
+int fsrec_to_spool(struct bsnap *snap, const struct fsrec *r, int fd);
+/* Copy a blob into fd from offset 0. */
+int blob_to_spool(struct bsnap *snap, uint64_t blob, int fd);
+/* pread/pwrite of exactly len bytes at off (0) of a spool. */
+int spool_read_all(int fd, char *buf, size_t len);
+int spool_write_all(int fd, const char *buf, size_t len, uint64_t off);
+/* Copy all of spool from into spool to (from offset 0). */
+int spool_copy(int from, int to);
+/* List scratch names directly in directory prefix ("" or "ID/"); a
+ * non-zero return of cb stops and is returned. */
+int fsrec_list(struct fsdb *db, struct bsnap *snap, const char *prefix,
+	       int (*cb)(void *arg, const char *name, const struct fsrec *r),
+	       void *arg);
+
+/* ---- stat.c: attributes of nodes ---- */
+/* The fs-table path of a node's attributes (malloc'ed), NULL if none. */
+char *node_attr_path(struct fs *fs, struct node *n);
+int node_stat(struct fs *fs, struct node *n, struct stat *st);
+int node_setattr(struct fs *fs, fuse_req_t req, struct node *n,
+		 struct stat *attr, int valid, struct fh *fh);
+
+/* ---- file.c: open files ---- */
+int fh_open(struct fs *fs, fuse_req_t req, struct node *n, int flags,
+	    struct fh **out);
+int fh_read(struct fs *fs, struct fh *fh, char *buf, size_t size, off_t off,
+	    size_t *got);
+int fh_write(struct fs *fs, struct fh *fh, const char *buf, size_t size,
+	     off_t off);
+int fh_flush(struct fs *fs, fuse_req_t req, struct fh *fh, bool durable);
+void fh_release(struct fs *fs, struct fh *fh);
+/* truncate(2) of a file (through fh's spool when it has one). */
+int node_truncate(struct fs *fs, struct node *n, off_t size, struct fh *fh);
+/* Commit a document body (the spool fd) with parent base; on invalid JSON
+ * keep the bytes as "ID.json.rejected". */
+int doc_commit_fd(struct fs *fs, struct node *n, int fd,
+		  const struct rev *base, struct rev *out);
+/* Remember that pid opened (db, id) at rev; the revision pid (else
+ * anyone) last opened it at. */
+void note_open(struct fs *fs, struct fsdb *db, const char *id, pid_t pid,
+	       const struct rev *rev);
+bool note_find(struct fs *fs, struct fsdb *db, const char *id, pid_t pid,
+	       struct rev *rev);
+void notes_release(struct fs *fs);
+/* Store the content of fd as attachment n->p.key of n's document. */
+int att_commit_fd(struct fs *fs, struct node *n, int fd);
+/* A revision of p's document without attachment a->name (a->remove). */
+int att_remove(struct fs *fs, const struct proto *p, struct doc_att *a);
+
+/* ---- views.c: the content of virtual files ---- */
+int view_render(struct fs *fs, struct node *n, struct fh *fh);
+/* The size a virtual file shows (it is rendered to know). */
+int view_size(struct fs *fs, struct node *n, off_t *size);
+/* Append the changes not yet in db's .changes spool; its size. */
+int changes_update(struct fs *fs, struct fsdb *db);
+int changes_size(struct fs *fs, struct fsdb *db, off_t *size);
+
+/* ---- dir.c: directory listings ---- */
+int dir_open(struct fs *fs, struct node *n, struct fh **out);
+int dir_fill(struct fs *fs, fuse_req_t req, struct fh *fh, char *buf,
+	     size_t size, off_t off, size_t *got);
+void dir_release(struct fh *fh);
+
+/* ---- worker.c: invalidations and the grace period ---- */
+int worker_start(struct fs *fs);
+void worker_stop(struct fs *fs);
+/* Queue invalidations of the kernel's caches (done by the worker). */
+void inval_inode(struct fs *fs, fuse_ino_t ino);
+void inval_entry(struct fs *fs, fuse_ino_t parent, const char *name);
+/* Remember a document moved away (vim's writebackup); the worker writes
+ * its deletion after the grace period unless moved_take() claims it. */
+void moved_add(struct fs *fs, struct fsdb *db, const char *id, size_t idlen,
+	       const struct rev *rev);
+bool moved_has(struct fs *fs, struct fsdb *db, const char *id,
+	       size_t idlen);
+bool moved_take(struct fs *fs, struct fsdb *db, const char *id,
+		size_t idlen, struct rev *rev);
+/* Write every pending deletion now (unmount). */
+void moved_flush(struct fs *fs);
+
+/* ---- ops.c ---- */
+extern const struct fuse_lowlevel_ops fs_ops;
+
+#endif

@@ -1,0 +1,221 @@
+/*
+ * barrelfs: mount a DATADIR (barrelfs(8)).
+ *
+ *   barrelfs [-f] [-d] [-o OPT[,OPT...]] DATADIR MOUNTPOINT
+ *
+ * Steps: parse options; open (lock) DATADIR and every database; mount;
+ * detach unless -f; serve with libfuse's multi-threaded loop until
+ * unmounted or signalled; then write pending deletions, close every
+ * database (a checkpoint: everything is durable) and unmount.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "engine/log.h"
+#include "fs/fs.h"
+
+struct cli {
+	char *datadir;
+	char *history;
+	unsigned grace;
+	double cache_timeout;
+	int show_help;
+	int show_version;
+};
+
+#define CLI_OPT(t, p) { t, offsetof(struct cli, p), 1 }
+static const struct fuse_opt cli_opts[] = {
+	CLI_OPT("grace=%u", grace),
+	CLI_OPT("cache_timeout=%lf", cache_timeout),
+	CLI_OPT("history=%s", history),
+	CLI_OPT("-h", show_help),
+	CLI_OPT("--help", show_help),
+	CLI_OPT("-V", show_version),
+	CLI_OPT("--version", show_version),
+	FUSE_OPT_END
+};
+
+static int cli_proc(void *data, const char *arg, int key,
+		    struct fuse_args *args)
+{
+	struct cli *c = data;
+
+	(void)args;
+	if (key == FUSE_OPT_KEY_NONOPT && !c->datadir) {
+		c->datadir = realpath(arg, NULL);
+		if (!c->datadir && errno == ENOENT)
+			c->datadir = strdup(arg);    /* created by benv_open */
+		return 0;
+	}
+	return 1;
+}
+
+static void usage(const char *prog)
+{
+	printf("usage: %s [-f] [-o OPT[,OPT...]] DATADIR MOUNTPOINT\n\n"
+	       "Mount DATADIR: every database a directory, every document a\n"
+	       "JSON file, every revision under .rev/ (barrelfs(8)).\n\n"
+	       "options:\n"
+	       "  -f                     stay in the foreground, log to stderr\n"
+	       "  -d                     debug: foreground, FUSE requests logged\n"
+	       "  -o allow_other         let other users in (see fuse(8))\n"
+	       "  -o history=all|N       bodies kept per branch (default all)\n"
+	       "  -o grace=SECONDS       a document renamed away is deleted\n"
+	       "                         after this long (default 5)\n"
+	       "  -o cache_timeout=SECS  kernel entry/attribute cache (60)\n"
+	       "  -h, --help, -V, --version\n", prog);
+}
+
+static void log_syslog(void *arg, enum barrel_log_level lvl, const char *msg)
+{
+	static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
+
+	(void)arg;
+	syslog(prio[lvl], "%s", msg);
+}
+
+static int parse_history(const char *s, uint32_t *keep)
+{
+	char *end;
+	unsigned long v;
+
+	if (!s || !strcmp(s, "all")) {
+		*keep = 0;
+		return 0;
+	}
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || *end || !v || v > UINT32_MAX)
+		return -EINVAL;
+	*keep = (uint32_t)v;
+	return 0;
+}
+
+static int fs_setup(struct fs *fs, const struct cli *c)
+{
+	struct benv_opts eo;
+	int rc;
+
+	fs->datadir = c->datadir;
+	fs->uid = getuid();
+	fs->gid = getgid();
+	pthread_mutex_init(&fs->lock, NULL);
+	pthread_cond_init(&fs->wake, NULL);
+	if ((rc = nodes_init(fs)))
+		return rc;
+	benv_opts_init(&eo);
+	if ((rc = benv_open(c->datadir, &eo, &fs->env))) {
+		fprintf(stderr, "barrelfs: %s: %s\n", c->datadir,
+			barrel_strerror(rc));
+		return rc;
+	}
+	if ((rc = fsdb_open_all(fs)))
+		fprintf(stderr, "barrelfs: %s: %s\n", c->datadir,
+			barrel_strerror(rc));
+	return rc;
+}
+
+static void fs_teardown(struct fs *fs)
+{
+	worker_stop(fs);
+	moved_flush(fs);
+	fsdb_close_all(fs);
+	if (fs->env)
+		benv_close(fs->env);
+	notes_release(fs);
+	nodes_release(fs);
+	pthread_cond_destroy(&fs->wake);
+	pthread_mutex_destroy(&fs->lock);
+}
+
+/* Mount and serve until unmounted; 0 on a clean end. */
+static int serve(struct fs *fs, struct fuse_args *args,
+		 struct fuse_cmdline_opts *o)
+{
+	struct fuse_loop_config *lc;
+	int rc = 1;
+
+	fs->se = fuse_session_new(args, &fs_ops, sizeof(fs_ops), fs);
+	if (!fs->se)
+		return 1;
+	if (fuse_set_signal_handlers(fs->se))
+		goto out_destroy;
+	if (fuse_session_mount(fs->se, o->mountpoint))
+		goto out_signals;
+	if (!o->foreground)
+		barrel_log_set_sink(log_syslog, NULL);
+	fuse_daemonize(o->foreground);
+	if (worker_start(fs))
+		goto out_unmount;
+	lc = fuse_loop_cfg_create();
+	fuse_loop_cfg_set_clone_fd(lc, o->clone_fd);
+	fuse_loop_cfg_set_max_threads(lc, o->max_threads);
+	rc = o->singlethread ? fuse_session_loop(fs->se) :
+	     fuse_session_loop_mt(fs->se, lc);
+	fuse_loop_cfg_destroy(lc);
+	worker_stop(fs);
+out_unmount:
+	fuse_session_unmount(fs->se);
+out_signals:
+	fuse_remove_signal_handlers(fs->se);
+out_destroy:
+	fuse_session_destroy(fs->se);
+	fs->se = NULL;
+	return rc ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct cli c = { .grace = 5, .cache_timeout = 60 };
+	struct fuse_cmdline_opts o = { 0 };
+	struct fs fs = { .opts = { 0 } };
+	int status = 1;
+
+	if (fuse_opt_parse(&args, &c, cli_opts, cli_proc))
+		return 1;
+	if (c.show_help || c.show_version) {
+		if (c.show_help)
+			usage(argv[0]);
+		else
+			printf("barrelfs %s\n", PACKAGE_VERSION);
+		status = 0;
+		goto out_args;
+	}
+	fuse_opt_add_arg(&args, "-odefault_permissions");
+	fuse_opt_add_arg(&args, "-ofsname=barrelfs");
+	fuse_opt_add_arg(&args, "-osubtype=barrelfs");
+	if (fuse_parse_cmdline(&args, &o))
+		goto out_args;
+	if (!c.datadir || !o.mountpoint) {
+		fprintf(stderr, "barrelfs: expected DATADIR and MOUNTPOINT "
+			"(barrelfs --help)\n");
+		goto out_opts;
+	}
+	if (parse_history(c.history, &fs.opts.keep_bodies)) {
+		fprintf(stderr, "barrelfs: history=%s: expected 'all' or a "
+			"positive number\n", c.history);
+		goto out_opts;
+	}
+	fs.opts.grace_s = c.grace;
+	fs.opts.cache_timeout = c.cache_timeout;
+	fs.opts.foreground = o.foreground;
+	if (!fs_setup(&fs, &c))
+		status = serve(&fs, &args, &o);
+	fs_teardown(&fs);
+out_opts:
+	free(o.mountpoint);
+out_args:
+	fuse_opt_free_args(&args);
+	free(c.datadir);
+	free(c.history);
+	return status;
+}

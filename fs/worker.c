@@ -1,0 +1,327 @@
+/*
+ * The worker thread (DESIGN.md "Kernel caches"): it wakes on every commit
+ * of every database and on queued invalidations, tells the kernel which
+ * entries and inodes changed, keeps each open .changes spool growing, and
+ * writes the deletion of documents moved away once their grace period
+ * ends. It runs outside every request, so a notification never waits on
+ * a request that waits on it.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine/log.h"
+#include "fs/fs.h"
+
+struct inval {
+	fuse_ino_t ino;           /* 0: an entry */
+	fuse_ino_t parent;
+	char *name;
+	struct inval *next;
+};
+
+struct moved {
+	struct fsdb *db;
+	char *id;
+	size_t idlen;
+	struct rev rev;
+	struct timespec due;
+	struct moved *next;
+};
+
+static void queue(struct fs *fs, fuse_ino_t ino, fuse_ino_t parent,
+		  const char *name)
+{
+	struct inval *iv = calloc(1, sizeof(*iv));
+
+	if (!iv || (name && !(iv->name = strdup(name)))) {
+		free(iv);
+		return;           /* the timeouts still bound staleness */
+	}
+	iv->ino = ino;
+	iv->parent = parent;
+	pthread_mutex_lock(&fs->lock);
+	iv->next = fs->invals;
+	fs->invals = iv;
+	pthread_cond_signal(&fs->wake);
+	pthread_mutex_unlock(&fs->lock);
+}
+
+void inval_inode(struct fs *fs, fuse_ino_t ino)
+{
+	queue(fs, ino, 0, NULL);
+}
+
+void inval_entry(struct fs *fs, fuse_ino_t parent, const char *name)
+{
+	queue(fs, 0, parent, name);
+}
+
+/* ---- documents moved away ---- */
+
+static struct moved **moved_find(struct fs *fs, struct fsdb *db,
+				 const char *id, size_t idlen)
+{
+	struct moved **pp = &fs->moved;
+
+	while (*pp && ((*pp)->db != db || (*pp)->idlen != idlen ||
+		       memcmp((*pp)->id, id, idlen)))
+		pp = &(*pp)->next;
+	return pp;
+}
+
+void moved_add(struct fs *fs, struct fsdb *db, const char *id, size_t idlen,
+	       const struct rev *rev)
+{
+	struct moved *m = calloc(1, sizeof(*m));
+
+	if (!m || !(m->id = malloc(idlen + 1))) {
+		free(m);
+		return;
+	}
+	memcpy(m->id, id, idlen);
+	m->id[idlen] = '\0';
+	m->idlen = idlen;
+	m->db = db;
+	m->rev = *rev;
+	clock_gettime(CLOCK_MONOTONIC, &m->due);
+	m->due.tv_sec += fs->opts.grace_s;
+	pthread_mutex_lock(&fs->lock);
+	m->next = fs->moved;
+	fs->moved = m;
+	pthread_cond_signal(&fs->wake);
+	pthread_mutex_unlock(&fs->lock);
+}
+
+bool moved_has(struct fs *fs, struct fsdb *db, const char *id, size_t idlen)
+{
+	bool has;
+
+	pthread_mutex_lock(&fs->lock);
+	has = *moved_find(fs, db, id, idlen) != NULL;
+	pthread_mutex_unlock(&fs->lock);
+	return has;
+}
+
+bool moved_take(struct fs *fs, struct fsdb *db, const char *id,
+		size_t idlen, struct rev *rev)
+{
+	struct moved **pp, *m;
+
+	pthread_mutex_lock(&fs->lock);
+	pp = moved_find(fs, db, id, idlen);
+	if ((m = *pp))
+		*pp = m->next;
+	pthread_mutex_unlock(&fs->lock);
+	if (!m)
+		return false;
+	*rev = m->rev;
+	free(m->id);
+	free(m);
+	return true;
+}
+
+/* Write the deletion of a moved-away document on the revision moved. */
+static void moved_delete(struct fs *fs, struct moved *m)
+{
+	struct doc_put req = { .id = m->id, .idlen = m->idlen,
+			       .parent = &m->rev, .deleted = true,
+			       .flags = DOC_PUT_KEEP_ATTS | DOC_PUT_BRANCH };
+	int rc;
+
+	if (fsdb_enter(m->db))
+		return;
+	rc = docdb_put(m->db->d, &req, 1);
+	if (!rc)
+		rc = req.rc;
+	if (rc)
+		barrel_log(BLOG_ERR, "%s/%s: deletion after a move not "
+			   "written: %s", m->db->name, m->id,
+			   req.error[0] ? req.error : barrel_strerror(rc));
+	fsdb_leave(m->db);
+	(void)fs;
+}
+
+/* Take the moves due by now (all: every one) off the list (lock held). */
+static struct moved *moved_due(struct fs *fs, bool all)
+{
+	struct moved **pp = &fs->moved, *due = NULL, *m;
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	while ((m = *pp)) {
+		if (all || m->due.tv_sec < now.tv_sec ||
+		    (m->due.tv_sec == now.tv_sec &&
+		     m->due.tv_nsec <= now.tv_nsec)) {
+			*pp = m->next;
+			m->next = due;
+			due = m;
+		} else {
+			pp = &m->next;
+		}
+	}
+	return due;
+}
+
+static void moved_run(struct fs *fs, struct moved *due)
+{
+	for (struct moved *m; (m = due); free(m)) {
+		due = m->next;
+		moved_delete(fs, m);
+		free(m->id);
+	}
+}
+
+void moved_flush(struct fs *fs)
+{
+	struct moved *due;
+
+	pthread_mutex_lock(&fs->lock);
+	due = moved_due(fs, true);
+	pthread_mutex_unlock(&fs->lock);
+	moved_run(fs, due);
+}
+
+/* ---- invalidation ---- */
+
+static void notify(struct fs *fs, struct inval *iv)
+{
+	if (iv->ino)
+		fuse_lowlevel_notify_inval_inode(fs->se, iv->ino, 0, 0);
+	else
+		fuse_lowlevel_notify_inval_entry(fs->se, iv->parent, iv->name,
+						 strlen(iv->name));
+}
+
+/* The names a changed document shows under, as the kernel may cache
+ * them: ID.json (and ID/) in its folder, .rev/ID, and .changes. */
+static int changed_doc(void *arg, const struct doc_row *row)
+{
+	struct fsdb *db = arg;
+	struct fs *fs = db->fs;
+	struct node *dbn = node_find(fs, FUSE_ROOT_ID, db->name), *dir, *n;
+	size_t plen = strlen(DOC_DESIGN_PREFIX);
+	char *name, *enc;
+
+	if (!dbn)
+		return 0;
+	dir = dbn;
+	if (row->idlen > plen && !memcmp(row->id, DOC_DESIGN_PREFIX, plen) &&
+	    !(dir = node_find(fs, dbn->ino, "_design")))
+		return 0;
+	if ((name = name_of_doc(row->id, row->idlen))) {
+		if ((n = node_find(fs, dir->ino, name)))
+			inval_inode(fs, n->ino);
+		inval_entry(fs, dir->ino, name);
+		name[strlen(name) - 5] = '\0';
+		inval_entry(fs, dir->ino, name);
+		free(name);
+	}
+	if ((n = node_find(fs, dbn->ino, ".rev")) &&
+	    (enc = name_encode(row->id, row->idlen, true))) {
+		struct node *rd = node_find(fs, n->ino, enc);
+
+		if (rd)
+			inval_inode(fs, rd->ino);
+		inval_entry(fs, n->ino, enc);
+		free(enc);
+	}
+	return 0;
+}
+
+/* The changes of db since the worker last looked. */
+static void db_changed(struct fs *fs, struct fsdb *db)
+{
+	uint64_t seq = bdb_seq(docdb_bdb(db->d)), last;
+	struct node *dbn, *ch;
+
+	if (seq == db->seen_seq)
+		return;
+	docdb_changes(db->d, NULL, db->seen_seq, 0, 0, changed_doc, db, &last);
+	db->seen_seq = seq;
+	if (db->changes_fd >= 0)
+		changes_update(fs, db);
+	if ((dbn = node_find(fs, FUSE_ROOT_ID, db->name)) &&
+	    (ch = node_find(fs, dbn->ino, ".changes")))
+		inval_inode(fs, ch->ino);
+}
+
+static void scan_dbs(struct fs *fs)
+{
+	struct fsdb *db;
+
+	pthread_mutex_lock(&fs->lock);
+	db = fs->dbs;
+	pthread_mutex_unlock(&fs->lock);
+	/* entries are never freed while mounted; new ones are prepended */
+	for (; db; db = db->next)
+		if (!fsdb_enter(db)) {
+			db_changed(fs, db);
+			fsdb_leave(db);
+		}
+}
+
+static void *worker_main(void *arg)
+{
+	struct fs *fs = arg;
+	struct inval *ivs;
+	struct moved *due;
+
+	pthread_mutex_lock(&fs->lock);
+	while (!fs->stop) {
+		struct timespec t;
+
+		clock_gettime(CLOCK_REALTIME, &t);
+		t.tv_nsec += 200 * 1000000;
+		if (t.tv_nsec >= 1000000000) {
+			t.tv_sec++;
+			t.tv_nsec -= 1000000000;
+		}
+		if (!fs->invals)
+			pthread_cond_timedwait(&fs->wake, &fs->lock, &t);
+		ivs = fs->invals;
+		fs->invals = NULL;
+		due = moved_due(fs, false);
+		pthread_mutex_unlock(&fs->lock);
+		moved_run(fs, due);
+		scan_dbs(fs);
+		for (struct inval *iv; (iv = ivs); free(iv)) {
+			ivs = iv->next;
+			notify(fs, iv);
+			free(iv->name);
+		}
+		pthread_mutex_lock(&fs->lock);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	return NULL;
+}
+
+int worker_start(struct fs *fs)
+{
+	int rc = pthread_create(&fs->worker, NULL, worker_main, fs);
+
+	fs->worker_running = !rc;
+	return -rc;
+}
+
+void worker_stop(struct fs *fs)
+{
+	struct inval *iv;
+
+	if (!fs->worker_running)
+		return;
+	pthread_mutex_lock(&fs->lock);
+	fs->stop = true;
+	pthread_cond_signal(&fs->wake);
+	pthread_mutex_unlock(&fs->lock);
+	pthread_join(fs->worker, NULL);
+	fs->worker_running = false;
+	while ((iv = fs->invals)) {
+		fs->invals = iv->next;
+		free(iv->name);
+		free(iv);
+	}
+}
