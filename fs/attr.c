@@ -68,8 +68,7 @@ static struct timespec ns_ts(int64_t ns)
 static int rec_encode(const struct fsrec *r, uint8_t **out, size_t *len)
 {
 	char rev[REV_STR_SIZE] = "";
-	size_t rl = r->rev.gen ? (size_t)rev_format(&r->rev, rev, sizeof(rev))
-			       : 0;
+	size_t rl = r->rev.gen ? rev_text(&r->rev, rev) : 0;
 	uint8_t *p;
 
 	*len = FSREC_HEADER + rl + r->dlen;

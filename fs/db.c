@@ -84,8 +84,6 @@ static struct fsdb *entry(struct fs *fs, const char *name)
 		return NULL;
 	}
 	db->fs = fs;
-	db->changes_fd = -1;
-	pthread_mutex_init(&db->changes_lock, NULL);
 	pthread_rwlock_init(&db->use, NULL);
 	db->next = fs->dbs;
 	fs->dbs = db;
@@ -125,9 +123,6 @@ void fsdb_close_all(struct fs *fs)
 		fs->dbs = db->next;
 		if (db->d)
 			close_docs(db);
-		if (db->changes_fd >= 0)
-			close(db->changes_fd);
-		pthread_mutex_destroy(&db->changes_lock);
 		pthread_rwlock_destroy(&db->use);
 		free(db->name);
 		free(db);

@@ -137,7 +137,7 @@ static int add_rev(void *arg, const struct revtree_info *ri)
 
 	if (!ri->has_body)
 		return 0;
-	n = rev_format(&ri->rev, rev, REV_STR_SIZE);
+	n = (int)rev_text(&ri->rev, rev);
 	memcpy(rev + n, ".json", 6);
 	if (add(l, rev, S_IFREG))
 		return -ENOMEM;
@@ -161,7 +161,7 @@ static int list_revs(struct dirent_list *l, bool conflicts)
 	if (!rc && conflicts)
 		rc = revtree_conflicts(tree, &revs, &nrevs);
 	for (size_t i = 0; !rc && i < nrevs; i++) {
-		int len = rev_format(&revs[i], name, REV_STR_SIZE);
+		int len = (int)rev_text(&revs[i], name);
 
 		memcpy(name + len, ".json", 6);
 		rc = add(l, name, S_IFREG);
@@ -216,6 +216,9 @@ int dir_open(struct fs *fs, struct node *n, struct fh **out)
 		rc = fsdb_enter(n->p.db);
 	if (rc)
 		goto out_free;
+	if (n->p.kind == NODE_REVROOT || n->p.kind == NODE_REVDIR ||
+	    n->p.kind == NODE_CONFLICTS)
+		moved_flush_db(fs, n->p.db);    /* history is looked at */
 	l->fs = fs;
 	l->dir = n;
 	rc = add(l, ".", S_IFDIR) ?: add(l, "..", S_IFDIR);

@@ -127,6 +127,19 @@ static int spool_slurp(int fd, char **out, size_t *len)
 	return rc;
 }
 
+/* Is body (len bytes) the stored body of revision base? */
+static bool same_body(struct node *n, const struct rev *base,
+		      const char *body, size_t len)
+{
+	struct doc doc = { 0 };
+	bool same = !docdb_get(n->p.db->d, NULL, n->p.id, n->p.idlen, base,
+			       0, &doc) && doc.len == len &&
+		    !memcmp(doc.body, body, len);
+
+	doc_release(&doc);
+	return same;
+}
+
 int doc_commit_fd(struct fs *fs, struct node *n, int fd,
 		  const struct rev *base, struct rev *out)
 {
@@ -138,6 +151,11 @@ int doc_commit_fd(struct fs *fs, struct node *n, int fd,
 
 	if (rc)
 		return rc;
+	if (base && same_body(n, base, body, req.len)) {
+		*out = *base;              /* saved unchanged: no revision */
+		free(body);
+		return 0;
+	}
 	req.body = body;
 	rc = docdb_put(n->p.db->d, &req, 1);
 	if (!rc)
@@ -406,7 +424,7 @@ int fh_open(struct fs *fs, fuse_req_t req, struct node *n, int flags,
 		rc = fh->writes ? -EACCES : view_render(fs, n, fh);
 		break;
 	case NODE_CHANGES:
-		rc = fh->writes ? -EACCES : changes_update(fs, n->p.db);
+		rc = fh->writes ? -EACCES : changes_open(fs, n, fh);
 		break;
 	default:
 		rc = -EISDIR;
@@ -444,7 +462,7 @@ int fh_read(struct fs *fs, struct fh *fh, char *buf, size_t size, off_t off,
 	if (fh->spool >= 0)
 		return pread_some(fh->spool, buf, size, off, got);
 	if (n->p.kind == NODE_CHANGES)
-		return pread_some(n->p.db->changes_fd, buf, size, off, got);
+		return changes_read(fh, buf, size, off, got);
 	if (n->p.kind == NODE_ATT || n->p.kind == NODE_SCRATCH) {
 		pthread_mutex_lock(&n->lock);
 		if (n->spool >= 0)
@@ -496,17 +514,6 @@ int fh_write(struct fs *fs, struct fh *fh, const char *buf, size_t size,
 
 /* ---- committing on close ---- */
 
-/* Does the spool hold other bytes than the body opened (same length)? */
-static bool fh_spool_differs(struct fh *fh)
-{
-	char *now = malloc(fh->len + 1);
-	bool differs = !now || spool_read_all(fh->spool, now, fh->len) ||
-		       memcmp(now, fh->buf, fh->len);
-
-	free(now);
-	return differs;
-}
-
 static int flush_doc(struct fs *fs, struct fh *fh)
 {
 	struct node *n = fh->node;
@@ -514,24 +521,24 @@ static int flush_doc(struct fs *fs, struct fh *fh)
 	struct rev rev;
 	int rc;
 
-	if (!fh->dirty && !(fh->flags & O_TRUNC && fh->has_base))
+	/* a close before any write (the shell's dup2 of "> x.json") is
+	 * not a save: only written (or truncated) content is committed */
+	if (!fh->dirty)
 		return 0;
 	if (fstat(fh->spool, &st))
 		return -errno;
 	if (!fh->has_base && !st.st_size)
 		return 0;                   /* not a document yet */
-	if (fh->has_base && fh->buf && (size_t)st.st_size == fh->len &&
-	    !fh_spool_differs(fh))
-		return 0;                   /* saved unchanged */
 	rc = doc_commit_fd(fs, n, fh->spool, fh->has_base ? &fh->base : NULL,
 			   &rev);
 	fh->dirty = false;
-	fh->flags &= ~O_TRUNC;
 	if (rc)
 		return rc;
 	pthread_mutex_lock(&n->lock);
 	n->pending = false;
 	pthread_mutex_unlock(&n->lock);
+	/* written again: a deletion pending for it is void */
+	moved_take(fs, n->p.db, n->p.id, n->p.idlen, &fh->base);
 	fh->base = rev;
 	fh->has_base = true;
 	free(fh->buf);
@@ -607,6 +614,8 @@ void fh_release(struct fs *fs, struct fh *fh)
 		pthread_mutex_unlock(&n->lock);
 		fsdb_leave(n->p.db);
 	}
+	if (n->p.kind == NODE_CHANGES)
+		changes_close(n, fh);
 	if (fh->spool >= 0)
 		close(fh->spool);
 	if (fh->blob)

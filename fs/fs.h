@@ -23,6 +23,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/stat.h>
 
 #include "engine/docdb.h"
@@ -46,9 +47,6 @@ struct fsdb {
 	pthread_rwlock_t use;
 	uint64_t watch_id;
 	uint64_t seen_seq;        /* inval thread: changes processed up to */
-	pthread_mutex_t changes_lock;   /* the two below */
-	int changes_fd;           /* .changes spool, -1 until first used */
-	uint64_t changes_seq;     /* feed written to it up to */
 	struct fsdb *next;        /* protected by fs->lock */
 };
 
@@ -100,6 +98,7 @@ struct node {
 	bool pending;             /* created, not yet a document (empty) */
 	struct rev opened;        /* the revision last opened (base hint) */
 	bool has_opened;
+	struct fh *opens;         /* .changes: its open handles */
 };
 
 /* An open file or directory. */
@@ -118,6 +117,7 @@ struct fh {
 	struct bsnap *snap;       /* attachments, blob scratch files */
 	struct bblob_reader *blob;
 	struct dirent_list *dir;  /* directories */
+	struct fh *next_open;     /* .changes: node->opens, by node->lock */
 };
 
 /* Which revision a process last opened a document at (rename saves). */
@@ -157,6 +157,14 @@ struct fs {
 static inline int fs_err(int rc)
 {
 	return rc ? -barrel_errno(rc) : 0;
+}
+
+/* r as "N-HASH" into buf (REV_STR_SIZE bytes); its length. */
+static inline size_t rev_text(const struct rev *r, char *buf)
+{
+	if (rev_format(r, buf, REV_STR_SIZE))
+		buf[0] = '\0';
+	return strlen(buf);
 }
 
 /* ---- node.c ---- */
@@ -292,9 +300,13 @@ int att_remove(struct fs *fs, const struct proto *p, struct doc_att *a);
 int view_render(struct fs *fs, struct node *n, struct fh *fh);
 /* The size a virtual file shows (it is rendered to know). */
 int view_size(struct fs *fs, struct node *n, off_t *size);
-/* Append the changes not yet in db's .changes spool; its size. */
-int changes_update(struct fs *fs, struct fsdb *db);
-int changes_size(struct fs *fs, struct fsdb *db, off_t *size);
+/* .changes: an open's content (fh->buf), reads that follow new changes,
+ * and the size stat shows (db entered for size). */
+int changes_open(struct fs *fs, struct node *n, struct fh *fh);
+void changes_close(struct node *n, struct fh *fh);
+int changes_read(struct fh *fh, char *buf, size_t size, off_t off,
+		 size_t *got);
+int changes_size(struct fs *fs, struct node *n, off_t *size);
 
 /* ---- dir.c: directory listings ---- */
 int dir_open(struct fs *fs, struct node *n, struct fh **out);
@@ -316,8 +328,10 @@ bool moved_has(struct fs *fs, struct fsdb *db, const char *id,
 	       size_t idlen);
 bool moved_take(struct fs *fs, struct fsdb *db, const char *id,
 		size_t idlen, struct rev *rev);
-/* Write every pending deletion now (unmount). */
+/* Write every pending deletion now (unmount), or db's (before history
+ * is shown: .changes, .rev, xattrs). */
 void moved_flush(struct fs *fs);
+void moved_flush_db(struct fs *fs, struct fsdb *db);
 
 /* ---- ops.c ---- */
 extern const struct fuse_lowlevel_ops fs_ops;

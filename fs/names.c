@@ -141,6 +141,7 @@ static int classify_docs(struct fsdb *db, const char *prefix,
 			return 0;
 		}
 		proto_release(p);
+		p->db = db;
 	}
 	return scratch_proto(*prefix ? "_design/" : "", name, p);
 }

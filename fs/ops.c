@@ -99,6 +99,8 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		rc = -ENOENT;
 	if (!rc && hidden(fs, &p))
 		rc = -ENOENT;
+	if (!rc && (p.kind == NODE_REVROOT || dir->p.kind == NODE_REVROOT))
+		moved_flush_db(fs, p.db);       /* history is looked at */
 	if (!rc && p.kind == NODE_SCRATCH && (old = node_find(fs, parent, name)) &&
 	    old->pending && old->p.kind == NODE_ATTDIR) {
 		proto_release(&p);         /* a folder made by mkdir */
@@ -396,6 +398,34 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 		fuse_reply_entry(req, &e);
 }
 
+/*
+ * rm ID.json: hidden at once; the deletion is written when the grace
+ * period ends or history is next looked at, unless ID.json is written
+ * again first (mv across file systems and some editors unlink, then
+ * create: one revision, never a deletion and a re-creation). A document
+ * in conflict loses its winner at once, so the other branch shows.
+ */
+static int remove_doc(struct fs *fs, const struct proto *p)
+{
+	struct doc_put put = { .id = p->id, .idlen = p->idlen, .deleted = true,
+			       .flags = DOC_PUT_ON_WINNER };
+	struct rev *conflicts = NULL;
+	struct doc doc = { 0 };
+	size_t nconflicts = 0;
+	int rc = docdb_get(p->db->d, NULL, p->id, p->idlen, NULL, DOC_GET_TREE,
+			   &doc);
+
+	if (!rc)
+		rc = revtree_conflicts(doc.tree, &conflicts, &nconflicts);
+	if (!rc && !nconflicts)
+		moved_add(fs, p->db, p->id, p->idlen, &doc.rev);
+	else if (!rc && !(rc = docdb_put(p->db->d, &put, 1)))
+		rc = put.rc;
+	free(conflicts);
+	doc_release(&doc);
+	return fs_err(rc);
+}
+
 /* rm of a document, attachment, conflict leaf or scratch file. */
 static int remove_file(struct fs *fs, fuse_req_t req, struct node *dir,
 		       const char *name)
@@ -421,11 +451,7 @@ static int remove_file(struct fs *fs, fuse_req_t req, struct node *dir,
 				n->pending = false;
 				break;
 			}
-			put.deleted = true;
-			put.flags = DOC_PUT_ON_WINNER;
-			rc = hidden(fs, &p) ? -ENOENT :
-			     fs_err(docdb_put(p.db->d, &put, 1)) ?:
-			     fs_err(put.rc);
+			rc = hidden(fs, &p) ? -ENOENT : remove_doc(fs, &p);
 			break;
 		case NODE_ATT:
 			att.name = p.key;
@@ -535,6 +561,25 @@ static void dest_node(struct move *m, struct node *n)
 	n->spool = -1;
 }
 
+/* The scratch file's mode, owner and times become the document's (rsync
+ * sets them on its temporary file before the rename), for revision rev. */
+static int keep_attrs(struct move *m, const struct rev *rev)
+{
+	struct fsrec r = { 0 };
+	char *path = node_path(m->ddir, m->dname);
+	int rc = path ? fsrec_get(m->s.db, NULL, m->s.key, &r) : -ENOMEM;
+
+	if (!rc) {
+		fsrec_release(&r);
+		r.kind = FSREC_ATTRS;
+		r.size = r.blob = 0;
+		r.rev = *rev;
+		rc = fsrec_put(m->d.db, path, &r);
+	}
+	free(path);
+	return fs_err(rc);
+}
+
 /* An editor's save: a scratch file renamed onto ID.json is one revision
  * on the revision that process opened (DESIGN.md "Writing a document"). */
 static int scratch_to_doc(struct move *m)
@@ -563,6 +608,8 @@ static int scratch_to_doc(struct move *m)
 	rc = doc_commit_fd(m->fs, &dst, m->fd, has_base ? &base : NULL, &rev);
 	if (rc == -EINVAL && has_base)
 		moved_add(m->fs, m->d.db, m->d.id, m->d.idlen, &base);
+	if (!rc)
+		rc = keep_attrs(m, &rev);
 	if (!rc)
 		rc = fs_err(fsrec_del(m->s.db, m->s.key));
 	return rc;
@@ -689,6 +736,10 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		m.src = node_find(m.fs, parent, name);
 		rc = move_check(&m, flags);
 	}
+	if (!rc && (m.s.kind == NODE_DB || m.d.kind == NODE_DB ||
+		    m.s.kind == NODE_ATTDIR))
+		rc = m.s.kind == NODE_DB || m.s.kind == NODE_ATTDIR ? -EXDEV :
+		     -EACCES;
 	if (!rc && !(rc = fsdb_enter(m.s.db))) {
 		if (!(rc = m.d.db == m.s.db ? 0 : fsdb_enter(m.d.db))) {
 			rc = move_kinds(&m);
@@ -875,26 +926,27 @@ static int xattr_value(struct node *n, const char *name, char *buf,
 		return -ENODATA;
 	if ((rc = fsdb_enter(n->p.db)))
 		return rc;
+	moved_flush_db(n->p.db->fs, n->p.db);
 	rc = docdb_get(n->p.db->d, NULL, n->p.id, n->p.idlen, NULL,
 		       DOC_GET_TREE, &doc);
 	if (rc)
 		goto out;
 	if (!strcmp(name, XATTR_REV)) {
-		at = (size_t)rev_format(&doc.rev, buf, cap);
+		at = rev_text(&doc.rev, buf);
 	} else if (!strcmp(name, XATTR_SEQ)) {
 		at = (size_t)snprintf(buf, cap, "%llu",
 				      (unsigned long long)doc.seq);
 	} else if (!(rc = revtree_conflicts(doc.tree, &revs, &nrevs))) {
-		at = (size_t)snprintf(buf, cap, "[");
-		for (size_t i = 0; i < nrevs && at < cap; i++) {
-			at += (size_t)snprintf(buf + at, cap - at, "%s\"",
-					       i ? "," : "");
-			at += (size_t)rev_format(&revs[i], buf + at,
-						 cap > at ? cap - at : 0);
-			at += (size_t)snprintf(buf + at, cap > at ? cap - at : 0,
-					       "\"");
+		buf[at++] = '[';
+		for (size_t i = 0; i < nrevs && at + REV_STR_SIZE + 4 < cap;
+		     i++) {
+			if (i)
+				buf[at++] = ',';
+			buf[at++] = '"';
+			at += rev_text(&revs[i], buf + at);
+			buf[at++] = '"';
 		}
-		at += (size_t)snprintf(buf + at, cap > at ? cap - at : 0, "]");
+		buf[at++] = ']';
 	}
 	*len = at;
 out:

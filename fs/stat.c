@@ -50,7 +50,7 @@ char *node_attr_path(struct fs *fs, struct node *n)
 
 	switch (n->p.kind) {
 	case NODE_DB:
-		return strdup("");
+		return strdup("/");     /* no file name can be "/" */
 	case NODE_DOC:
 	case NODE_ATTDIR:
 	case NODE_ATT:
@@ -129,7 +129,7 @@ static int stat_kind(struct fs *fs, struct node *n, struct stat *st,
 		return view_size(fs, n, &st->st_size);
 	case NODE_CHANGES:
 		st->st_mode = S_IFREG | 0444;
-		return changes_size(fs, n->p.db, &st->st_size);
+		return changes_size(fs, n, &st->st_size);
 	case NODE_DOC:
 		if (n->pending)
 			return 0;

@@ -135,7 +135,7 @@ static int render_diff(struct node *n, struct fh *fh)
 		body_of(n, parent, &old);
 		snprintf(la, sizeof(la), "empty");
 		if (parent)
-			rev_format(parent, la, sizeof(la));
+			rev_text(parent, la);
 		snprintf(la + strlen(la), sizeof(la) - strlen(la), ".json");
 		snprintf(lb, sizeof(lb), "%s.json", n->p.key);
 		rc = doc_diff(old.body ? old.body : "", old.len, la, new.body,
@@ -177,66 +177,128 @@ int view_size(struct fs *fs, struct node *n, off_t *size)
 
 /* ---- .changes ---- */
 
+/*
+ * An open of .changes sees every document once, at its latest change,
+ * then every later change appended (fh->buf, fh->seq). Its size only
+ * grows while open; stat shows the largest of a fresh listing and every
+ * open's content, so `tail -f` (which polls the size) follows it.
+ */
 static int change_line(void *arg, const struct doc_row *row)
 {
-	struct fsdb *db = arg;
+	struct fh *fh = arg;
 	json_object *o = json_object_new_object(), *ch = json_object_new_array();
+	json_object *r = json_object_new_object();
 	char rev[REV_STR_SIZE];
 	const char *s;
 	size_t len;
-	struct stat st;
-	int rc;
+	int rc = 0;
 
 	json_object_object_add(o, "seq", json_object_new_int64((int64_t)row->seq));
 	json_object_object_add(o, "id", json_object_new_string_len(row->id,
 								 (int)row->idlen));
-	for (size_t i = 0; i < row->nrevs; i++) {
-		json_object *r = json_object_new_object();
-
-		rev_format(&row->revs[i], rev, sizeof(rev));
-		json_object_object_add(r, "rev", json_object_new_string(rev));
-		json_object_array_add(ch, r);
-	}
+	rev_text(&row->revs[0], rev);
+	json_object_object_add(r, "rev", json_object_new_string(rev));
+	json_object_array_add(ch, r);
 	json_object_object_add(o, "changes", ch);
 	if (row->deleted)
 		json_object_object_add(o, "deleted", json_object_new_boolean(1));
 	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
 					   JSON_C_TO_STRING_NOSLASHESCAPE);
 	len = strlen(s);
-	rc = fstat(db->changes_fd, &st) ? -errno : 0;
-	if (!rc)
-		rc = spool_write_all(db->changes_fd, s, len, (uint64_t)st.st_size);
-	if (!rc)
-		rc = spool_write_all(db->changes_fd, "\n", 1,
-				     (uint64_t)st.st_size + len);
-	json_object_put(o);
-	db->changes_seq = row->seq;
-	return rc;
-}
+	if (fh->len + len + 2 > fh->cap) {
+		size_t cap = (fh->len + len + 2) * 2;
+		char *p = realloc(fh->buf, cap);
 
-int changes_update(struct fs *fs, struct fsdb *db)
-{
-	int rc = 0;
-
-	pthread_mutex_lock(&db->changes_lock);
-	if (db->changes_fd < 0)
-		rc = benv_spool(fs->env, &db->changes_fd);
-	if (!rc && !fsdb_enter(db)) {
-		rc = docdb_changes(db->d, NULL, db->changes_seq, 0,
-				   DOC_ROWS_ALL_LEAVES, change_line, db, NULL);
-		fsdb_leave(db);
+		if (!p)
+			rc = -ENOMEM;
+		else
+			fh->buf = p, fh->cap = cap;
 	}
-	pthread_mutex_unlock(&db->changes_lock);
+	if (!rc) {
+		memcpy(fh->buf + fh->len, s, len);
+		fh->buf[fh->len + len] = '\n';
+		fh->len += len + 1;
+		fh->seq = row->seq;
+	}
+	json_object_put(o);
 	return rc;
 }
 
-int changes_size(struct fs *fs, struct fsdb *db, off_t *size)
+/* Append the changes after fh->seq (db entered). */
+static int changes_more(struct fsdb *db, struct fh *fh)
 {
-	struct stat st;
-	int rc = changes_update(fs, db);
+	return fs_err(docdb_changes(db->d, NULL, fh->seq, 0, 0, change_line,
+				    fh, NULL));
+}
 
-	if (!rc && fstat(db->changes_fd, &st))
-		rc = -errno;
-	*size = rc ? 0 : st.st_size;
+int changes_open(struct fs *fs, struct node *n, struct fh *fh)
+{
+	int rc = fsdb_enter(n->p.db);
+
+	if (rc)
+		return rc;
+	moved_flush_db(fs, n->p.db);
+	rc = changes_more(n->p.db, fh);
+	fsdb_leave(n->p.db);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&n->lock);
+	fh->next_open = n->opens;
+	n->opens = fh;
+	pthread_mutex_unlock(&n->lock);
+	return 0;
+}
+
+void changes_close(struct node *n, struct fh *fh)
+{
+	struct fh **pp;
+
+	pthread_mutex_lock(&n->lock);
+	for (pp = &n->opens; *pp && *pp != fh; pp = &(*pp)->next_open)
+		;
+	if (*pp)
+		*pp = fh->next_open;
+	pthread_mutex_unlock(&n->lock);
+}
+
+int changes_read(struct fh *fh, char *buf, size_t size, off_t off,
+		 size_t *got)
+{
+	struct node *n = fh->node;
+	int rc = fsdb_enter(n->p.db);
+
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&n->lock);
+	if ((size_t)off + size > fh->len)
+		rc = changes_more(n->p.db, fh);
+	*got = 0;
+	if (!rc && (size_t)off < fh->len) {
+		*got = fh->len - (size_t)off < size ? fh->len - (size_t)off : size;
+		memcpy(buf, fh->buf + off, *got);
+	}
+	pthread_mutex_unlock(&n->lock);
+	fsdb_leave(n->p.db);
+	return rc;
+}
+
+int changes_size(struct fs *fs, struct node *n, off_t *size)
+{
+	struct fh fresh = { 0 };
+	size_t max;
+	int rc;
+
+	moved_flush_db(fs, n->p.db);
+	rc = changes_more(n->p.db, &fresh);
+	max = fresh.len;
+	free(fresh.buf);
+	pthread_mutex_lock(&n->lock);
+	for (struct fh *fh = n->opens; !rc && fh; fh = fh->next_open) {
+		rc = changes_more(n->p.db, fh);
+		if (fh->len > max)
+			max = fh->len;
+	}
+	pthread_mutex_unlock(&n->lock);
+	*size = (off_t)max;
 	return rc;
 }

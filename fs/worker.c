@@ -145,15 +145,18 @@ static void moved_delete(struct fs *fs, struct moved *m)
 	(void)fs;
 }
 
-/* Take the moves due by now (all: every one) off the list (lock held). */
-static struct moved *moved_due(struct fs *fs, bool all)
+/* Take the moves due by now (all: every one; db: only db's) off the
+ * list (lock held). */
+static struct moved *moved_due(struct fs *fs, struct fsdb *db, bool all)
 {
 	struct moved **pp = &fs->moved, *due = NULL, *m;
 	struct timespec now;
 
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	while ((m = *pp)) {
-		if (all || m->due.tv_sec < now.tv_sec ||
+		if (db && m->db != db) {
+			pp = &m->next;
+		} else if (all || m->due.tv_sec < now.tv_sec ||
 		    (m->due.tv_sec == now.tv_sec &&
 		     m->due.tv_nsec <= now.tv_nsec)) {
 			*pp = m->next;
@@ -180,7 +183,17 @@ void moved_flush(struct fs *fs)
 	struct moved *due;
 
 	pthread_mutex_lock(&fs->lock);
-	due = moved_due(fs, true);
+	due = moved_due(fs, NULL, true);
+	pthread_mutex_unlock(&fs->lock);
+	moved_run(fs, due);
+}
+
+void moved_flush_db(struct fs *fs, struct fsdb *db)
+{
+	struct moved *due;
+
+	pthread_mutex_lock(&fs->lock);
+	due = fs->moved ? moved_due(fs, db, true) : NULL;
 	pthread_mutex_unlock(&fs->lock);
 	moved_run(fs, due);
 }
@@ -242,8 +255,6 @@ static void db_changed(struct fs *fs, struct fsdb *db)
 		return;
 	docdb_changes(db->d, NULL, db->seen_seq, 0, 0, changed_doc, db, &last);
 	db->seen_seq = seq;
-	if (db->changes_fd >= 0)
-		changes_update(fs, db);
 	if ((dbn = node_find(fs, FUSE_ROOT_ID, db->name)) &&
 	    (ch = node_find(fs, dbn->ino, ".changes")))
 		inval_inode(fs, ch->ino);
@@ -284,7 +295,7 @@ static void *worker_main(void *arg)
 			pthread_cond_timedwait(&fs->wake, &fs->lock, &t);
 		ivs = fs->invals;
 		fs->invals = NULL;
-		due = moved_due(fs, false);
+		due = moved_due(fs, NULL, false);
 		pthread_mutex_unlock(&fs->lock);
 		moved_run(fs, due);
 		scan_dbs(fs);
