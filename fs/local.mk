@@ -5,3 +5,4 @@ barrelfs_SOURCES = fs/fs.h fs/main.c fs/ops.c fs/node.c fs/names.c \
 	fs/worker.c
 barrelfs_CFLAGS = $(AM_CFLAGS) $(FUSE_CFLAGS) $(JSONC_CFLAGS)
 barrelfs_LDADD = $(BARREL_LIBS) $(FUSE_LIBS)
+dist_man_MANS += man/barrelfs.8
