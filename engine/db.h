@@ -155,6 +155,17 @@ int btxn_get(struct btxn *txn, uint32_t table, const void *key, size_t klen,
  */
 int btxn_commit(struct btxn *txn);
 
+/*
+ * Like btxn_commit(), but return once the transaction is visible, before
+ * it is durable: a crash may lose it (and every later lazy commit), never
+ * an earlier durable one. bdb_sync() or any later btxn_commit() makes it
+ * durable.
+ */
+int btxn_commit_lazy(struct btxn *txn);
+
+/* Make every commit so far durable. */
+int bdb_sync(struct bdb *db);
+
 /* Drop the transaction's changes and free it. */
 void btxn_abort(struct btxn *txn);
 

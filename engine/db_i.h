@@ -6,7 +6,8 @@
  *   db->write_lock   the single writer: a transaction, a checkpoint, a GC
  *                    batch, a blob chunk append. Protects the pending state:
  *                    tables[], tail, open segment, counters.
- *   db->flush_lock   group commit: leader election, durable_gen.
+ *   db->flush_lock   group commit: leader election, written_gen,
+ *                    durable_gen, lazy_dirty, lazy_seg.
  *   db->stage_lock   the staged and in-flight write buffers.
  *   db->segs_lock    (rwlock) the segment table and per-segment accounting.
  *   db->ver_lock     the published version and the list of live versions.
@@ -139,6 +140,9 @@ struct bdb {
 	pthread_cond_t flush_cond;
 	bool flushing;
 	uint64_t durable_gen;
+	uint64_t written_gen;     /* written and visible, maybe not durable */
+	bool lazy_dirty;          /* written_gen > durable_gen: bytes of */
+	uint32_t lazy_seg;        /* this segment await an fsync */
 	int flush_err;
 
 	pthread_mutex_t stage_lock;
@@ -278,6 +282,8 @@ int db_txn_commit_locked(struct btxn *t, uint64_t *gen);
 void db_txn_abort_locked(struct btxn *t);
 /* Wait until staging generation gen is durable (group commit). */
 int db_sync(struct bdb *db, uint64_t gen);
+/* Wait until gen is written and visible; durable too when durable. */
+int db_flush(struct bdb *db, uint64_t gen, bool durable);
 /* Flush, seal the open segment, and forget it (writer held). */
 int db_roll(struct bdb *db);
 

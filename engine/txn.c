@@ -12,7 +12,10 @@
  *      staged bytes, writes them with a linked fdatasync, then publishes the
  *      last staged version. Committers that staged meanwhile share that
  *      fsync or the next one (group commit).
- *   4. btxn_commit returns once its generation is durable.
+ *   4. btxn_commit returns once its generation is durable;
+ *      btxn_commit_lazy once it is written and visible (no fdatasync:
+ *      the next durable commit's, bdb_sync()'s or a segment roll's
+ *      fsync covers it, as the bytes are in the same open segment).
  * A transaction never spans segments: when it outgrows the open segment,
  * the segment is sealed and the transaction re-framed into a new one.
  */
@@ -557,8 +560,11 @@ uint64_t db_stage_version(struct bdb *db)
 	return gen;
 }
 
-/* The flush leader: write and sync everything staged, then publish. */
-static int flush_once(struct bdb *db, uint64_t *gen)
+/* The flush leader: write everything staged (with an fdatasync when
+ * sync), or, with nothing staged, fsync the segment lazy commits wrote
+ * to (lazy >= 0); then publish. *seg gets the segment written, or -1. */
+static int flush_once(struct bdb *db, uint64_t *gen, bool sync, int64_t lazy,
+		      int64_t *seg)
 {
 	struct db_version *v;
 	struct db_wbuf tmp;
@@ -568,6 +574,7 @@ static int flush_once(struct bdb *db, uint64_t *gen)
 	uint64_t seq;
 	int err = 0;
 
+	*seg = -1;
 	pthread_mutex_lock(&db->stage_lock);
 	tmp = db->inflight;
 	db->inflight = db->staged;
@@ -579,16 +586,25 @@ static int flush_once(struct bdb *db, uint64_t *gen)
 	*gen = db->stage_gen;
 	pthread_mutex_unlock(&db->stage_lock);
 
-	if (db->inflight.len) {
+	if (db->inflight.len || lazy >= 0) {
 		pthread_rwlock_rdlock(&db->segs_lock);
-		s = db_seg_find(db, db->inflight.seg);
+		s = db_seg_find(db, db->inflight.len ? db->inflight.seg :
+				(uint32_t)lazy);
 		pthread_rwlock_unlock(&db->segs_lock);
-		iov = (struct iovec){ db->inflight.data, db->inflight.len };
-		w = (struct bio_write){ s->seg->file, &iov, 1, db->inflight.off };
-		err = db->env->io->ops->write_batch(db->env->io, &w, 1, true);
-		if (!err)
-			atomic_fetch_add((_Atomic uint64_t *)&db->bytes_written,
-					 db->inflight.len);
+		if (db->inflight.len) {
+			iov = (struct iovec){ db->inflight.data,
+					      db->inflight.len };
+			w = (struct bio_write){ s->seg->file, &iov, 1,
+						db->inflight.off };
+			err = db->env->io->ops->write_batch(db->env->io, &w, 1,
+							    sync);
+			*seg = db->inflight.seg;
+			if (!err)
+				atomic_fetch_add((_Atomic uint64_t *)&db->bytes_written,
+						 db->inflight.len);
+		} else {
+			err = db->env->io->ops->fsync(s->seg->file);
+		}
 	}
 	pthread_mutex_lock(&db->stage_lock);
 	db->inflight.len = 0;
@@ -603,37 +619,60 @@ static int flush_once(struct bdb *db, uint64_t *gen)
 	return 0;
 }
 
-int db_sync(struct bdb *db, uint64_t gen)
+/* What a flush made true (flush_lock held). */
+static void flush_done(struct bdb *db, uint64_t done, bool sync, int64_t seg)
 {
+	if (done > db->written_gen)
+		db->written_gen = done;
+	if (sync) {
+		if (done > db->durable_gen)
+			db->durable_gen = done;
+		db->lazy_dirty = false;
+	} else if (seg >= 0) {
+		db->lazy_dirty = true;
+		db->lazy_seg = (uint32_t)seg;
+	}
+}
+
+int db_flush(struct bdb *db, uint64_t gen, bool durable)
+{
+	uint64_t *target = durable ? &db->durable_gen : &db->written_gen;
 	uint64_t done;
+	int64_t lazy, seg;
 	int err = 0;
 
 	pthread_mutex_lock(&db->flush_lock);
-	while (db->durable_gen < gen && !db->flush_err) {
+	while (*target < gen && !db->flush_err) {
 		if (db->flushing) {
 			pthread_cond_wait(&db->flush_cond, &db->flush_lock);
 			continue;
 		}
 		db->flushing = true;
+		lazy = durable && db->lazy_dirty ? (int64_t)db->lazy_seg : -1;
 		pthread_mutex_unlock(&db->flush_lock);
-		err = flush_once(db, &done);
+		err = flush_once(db, &done, durable, lazy, &seg);
 		pthread_mutex_lock(&db->flush_lock);
 		db->flushing = false;
 		if (err) {
 			barrel_log(BLOG_ERR, "%s: log write failed: %s; database is now read-only",
 				   db->name, barrel_strerror(err));
 			db->flush_err = err;
-		} else if (done > db->durable_gen) {
-			db->durable_gen = done;
+		} else {
+			flush_done(db, done, durable, seg);
 		}
 		pthread_cond_broadcast(&db->flush_cond);
 	}
-	if (db->durable_gen < gen)
+	if (*target < gen)
 		err = err ? err : BARREL_E_CLOSED;
 	else
 		err = 0;
 	pthread_mutex_unlock(&db->flush_lock);
 	return err;
+}
+
+int db_sync(struct bdb *db, uint64_t gen)
+{
+	return db_flush(db, gen, true);
 }
 
 /* ---- transactions ---- */
@@ -1022,7 +1061,7 @@ int db_txn_commit_locked(struct btxn *t, uint64_t *gen)
 	return err;
 }
 
-int btxn_commit(struct btxn *t)
+static int txn_commit(struct btxn *t, bool durable)
 {
 	struct bdb *db = t->db;
 	uint64_t gen;
@@ -1033,7 +1072,7 @@ int btxn_commit(struct btxn *t)
 	due = !err && checkpoint_due(db);
 	db_writer_leave(db);
 	if (!err && gen)
-		err = db_sync(db, gen);
+		err = db_flush(db, gen, durable);
 	if (!err && due) {
 		db_writer_enter(db);
 		if (checkpoint_due(db))
@@ -1041,6 +1080,26 @@ int btxn_commit(struct btxn *t)
 		db_writer_leave(db);
 	}
 	return err;
+}
+
+int btxn_commit(struct btxn *t)
+{
+	return txn_commit(t, true);
+}
+
+int btxn_commit_lazy(struct btxn *t)
+{
+	return txn_commit(t, false);
+}
+
+int bdb_sync(struct bdb *db)
+{
+	uint64_t gen;
+
+	pthread_mutex_lock(&db->stage_lock);
+	gen = db->stage_gen;
+	pthread_mutex_unlock(&db->stage_lock);
+	return db_flush(db, gen, true);
 }
 
 void db_txn_abort_locked(struct btxn *t)

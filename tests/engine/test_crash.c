@@ -33,6 +33,7 @@
 #include "engine/db.h"
 #include "engine/error.h"
 #include "engine/io.h"
+#include "tests/engine/testenv.h"
 #include "tests/engine/testutil.h"
 
 #define DATADIR "/bfault"
@@ -1169,6 +1170,113 @@ START_TEST(test_crash_fsync_fail)
 }
 END_TEST
 
+/* Count the keys "lazyN" present, and check they are a prefix 0..n-1. */
+static unsigned lazy_prefix(struct bdb *db, uint32_t t, unsigned n)
+{
+	struct bsnap *snap;
+	unsigned have = 0;
+
+	OK(bdb_snapshot(db, &snap));
+	for (unsigned i = 0; i < n; i++) {
+		char key[16];
+		struct bval v = { 0 };
+		int rc;
+
+		snprintf(key, sizeof(key), "lazy%u", i);
+		rc = bsnap_get(snap, t, key, strlen(key), &v);
+		bval_release(&v);
+		if (rc == 0) {
+			ck_assert_msg(have == i, "lazy%u survived after a lost "
+				      "lazy%u", i, have);
+			have++;
+		} else {
+			ck_assert_int_eq(rc, BARREL_E_NOTFOUND);
+		}
+	}
+	bsnap_release(snap);
+	return have;
+}
+
+static int sget_ok(struct bdb *db, uint32_t t, const char *key)
+{
+	struct bsnap *snap;
+	struct bval v = { 0 };
+	int rc;
+
+	OK(bdb_snapshot(db, &snap));
+	rc = bsnap_get(snap, t, key, strlen(key), &v);
+	bval_release(&v);
+	bsnap_release(snap);
+	return rc;
+}
+
+static void lazy_put(struct bdb *db, uint32_t t, const char *key, bool lazy)
+{
+	struct btxn *txn;
+
+	OK(bdb_begin(db, &txn));
+	OK(btxn_put(txn, t, key, strlen(key), "v", 1, NULL));
+	OK(lazy ? btxn_commit_lazy(txn) : btxn_commit(txn));
+}
+
+/*
+ * A lazy commit is visible at once; a power cut loses lazy commits only
+ * as a suffix and never a durable one; bdb_sync() or a later durable
+ * commit makes the lazy ones before it survive.
+ */
+START_TEST(test_crash_lazy)
+{
+	unsigned lost = 0;
+
+	for (uint64_t seed = 1; seed <= 60; seed++) {
+		struct benv_opts o;
+		struct bio *io = bio_fault_new(seed);
+		struct benv *env;
+		struct bdb *db;
+		struct btxn *txn;
+		unsigned mode = (unsigned)(seed % 3), n = 8;
+		uint32_t t;
+
+		benv_opts_init(&o);
+		o.io = io;
+		o.gc_thread = false;
+		OK(benv_open(DATADIR, &o, &env));
+		OK(benv_db(env, DBNAME, true, &db));
+		OK(bdb_begin(db, &txn));
+		OK(btxn_table(txn, "t", 0, &t));
+		OK(btxn_commit(txn));
+		lazy_put(db, t, "durable0", false);
+		for (unsigned i = 0; i < n; i++) {
+			char key[16];
+
+			snprintf(key, sizeof(key), "lazy%u", i);
+			lazy_put(db, t, key, true);
+			ck_assert_uint_eq(lazy_prefix(db, t, n), i + 1);
+		}
+		if (mode == 1)
+			OK(bdb_sync(db));
+		if (mode == 2)
+			lazy_put(db, t, "durable1", false);
+		bio_fault_crash(io);
+		benv_close(env);
+		OK(benv_open(DATADIR, &o, &env));
+		OK(benv_db(env, DBNAME, false, &db));
+		OK(bdb_table(db, "t", &t));
+		ck_assert_int_eq(sget_ok(db, t, "durable0"), 0);
+		if (mode)
+			ck_assert_uint_eq(lazy_prefix(db, t, n), n);
+		else
+			lost += lazy_prefix(db, t, n) < n;
+		if (mode == 2)
+			ck_assert_int_eq(sget_ok(db, t, "durable1"), 0);
+		benv_close(env);
+		io->ops->free(io);
+	}
+	/* unsynced, they really are at the mercy of a power cut */
+	ck_assert_uint_gt(lost, 0);
+}
+END_TEST
+
 static Suite *crash_suite(void)
 {
 	Suite *s = suite_create("crash");
@@ -1177,6 +1285,7 @@ static Suite *crash_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_crash_dead_disk);
 	tcase_add_test(tc, test_crash_fsync_fail);
+	tcase_add_test(tc, test_crash_lazy);
 	suite_add_tcase(s, tc);
 	return s;
 }
