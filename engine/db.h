@@ -253,7 +253,8 @@ int btxn_blob_link(struct btxn *txn, uint64_t id);
 int btxn_blob_unlink(struct btxn *txn, uint64_t id);
 
 /* Open a linked blob for reading at any offset; owned, closed with
- * bblob_close(). BARREL_E_NOTFOUND when not linked in the snapshot. */
+ * bblob_close(). BARREL_E_NOTFOUND when not linked in the snapshot. A
+ * reader keeps the chunk it read last: use it from one thread at a time. */
 int bsnap_blob_open(struct bsnap *snap, uint64_t id, struct bblob_reader **out);
 uint64_t bblob_length(const struct bblob_reader *r);
 /* Read up to len bytes at off; returns bytes read (0 at the end) or <0. */

@@ -407,6 +407,7 @@ int fh_open(struct fs *fs, fuse_req_t req, struct node *n, int flags,
 	fh->flags = flags;
 	fh->spool = -1;
 	fh->writes = writes(flags);
+	pthread_mutex_init(&fh->blob_lock, NULL);
 	switch (n->p.kind) {
 	case NODE_DOC:
 	case NODE_ATT:
@@ -472,7 +473,9 @@ int fh_read(struct fs *fs, struct fh *fh, char *buf, size_t size, off_t off,
 			return rc;
 	}
 	if (fh->blob) {
+		pthread_mutex_lock(&fh->blob_lock);
 		r = bblob_read(fh->blob, buf, size, (uint64_t)off);
+		pthread_mutex_unlock(&fh->blob_lock);
 		if (r < 0)
 			return fs_err((int)r);
 		*got = (size_t)r;
@@ -621,6 +624,7 @@ void fh_release(struct fs *fs, struct fh *fh)
 	if (fh->blob)
 		bblob_close(fh->blob);
 	bsnap_release(fh->snap);
+	pthread_mutex_destroy(&fh->blob_lock);
 	free(fh->buf);
 	free(fh);
 }

@@ -115,7 +115,8 @@ struct fh {
 	size_t len, cap;
 	uint64_t seq;             /* .changes: feed read up to */
 	struct bsnap *snap;       /* attachments, blob scratch files */
-	struct bblob_reader *blob;
+	struct bblob_reader *blob;        /* not thread-safe: */
+	pthread_mutex_t blob_lock;        /* the kernel reads in parallel */
 	struct dirent_list *dir;  /* directories */
 	struct fh *next_open;     /* .changes: node->opens, by node->lock */
 };

@@ -114,6 +114,16 @@ static int stat_scratch(struct node *n, const struct fsrec *r,
 	return 0;
 }
 
+/* Was n's document ever written? */
+static bool has_history(struct node *n)
+{
+	struct revtree *tree = NULL;
+	int rc = docdb_tree(n->p.db->d, NULL, n->p.id, n->p.idlen, &tree, NULL);
+
+	revtree_free(tree);
+	return rc == 0;
+}
+
 static int stat_kind(struct fs *fs, struct node *n, struct stat *st,
 		     struct rev *cur)
 {
@@ -143,9 +153,7 @@ static int stat_kind(struct fs *fs, struct node *n, struct stat *st,
 		st->st_mode = S_IFREG | 0444;
 		return stat_doc(n, st, cur);
 	case NODE_REVDIR:
-		return docdb_tree(n->p.db->d, NULL, n->p.id, n->p.idlen,
-				  &(struct revtree *){ NULL }, NULL) ?
-		       -ENOENT : 0;
+		return has_history(n) ? 0 : -ENOENT;
 	default:
 		return 0;
 	}

@@ -46,3 +46,15 @@ tests_engine_test_docdb_SOURCES = tests/engine/test_docdb.c
 tests_fuzz_fuzz_body_SOURCES = tests/fuzz/fuzz_body.c tests/fuzz/fuzz_main.c
 tests_engine_killnine_writer_SOURCES = tests/engine/killnine_writer.c
 
+
+# The mount, driven by real programs (exit 77 without /dev/fuse).
+FS_TESTS = \
+	tests/fs/test_mount_layout.sh \
+	tests/fs/test_mount_editors.sh \
+	tests/fs/test_mount_conflicts.sh \
+	tests/fs/test_mount_posix.sh \
+	tests/fs/test_mount_concurrency.sh \
+	tests/fs/test_mount_large.sh \
+	tests/fs/test_mount_helper.sh
+TESTS += $(FS_TESTS)
+EXTRA_DIST += $(FS_TESTS) tests/fs/lib.sh
