@@ -99,6 +99,27 @@ static int parse_history(const char *s, uint32_t *keep)
 	return 0;
 }
 
+/* -o fsname=DATADIR, so that mount(8) and df show the data directory
+ * (',' and '\\' escaped as fuse_opt wants). */
+static void add_fsname(struct fuse_args *args, const char *datadir)
+{
+	size_t len = strlen(datadir);
+	char *opt = malloc(2 * len + sizeof("-ofsname="));
+	char *p;
+
+	if (!opt)
+		return;
+	p = opt + snprintf(opt, 2 * len + sizeof("-ofsname="), "-ofsname=");
+	for (const char *s = datadir; *s; s++) {
+		if (*s == ',' || *s == '\\')
+			*p++ = '\\';
+		*p++ = *s;
+	}
+	*p = '\0';
+	fuse_opt_add_arg(args, opt);
+	free(opt);
+}
+
 static int fs_setup(struct fs *fs, const struct cli *c)
 {
 	struct benv_opts eo;
@@ -191,8 +212,9 @@ int main(int argc, char **argv)
 		goto out_args;
 	}
 	fuse_opt_add_arg(&args, "-odefault_permissions");
-	fuse_opt_add_arg(&args, "-ofsname=barrelfs");
 	fuse_opt_add_arg(&args, "-osubtype=barrelfs");
+	if (c.datadir)
+		add_fsname(&args, c.datadir);
 	if (fuse_parse_cmdline(&args, &o))
 		goto out_args;
 	if (!c.datadir || !o.mountpoint) {
