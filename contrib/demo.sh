@@ -2,7 +2,9 @@
 # The demo: a quick benchmark against SQLite, LMDB, RocksDB and a bare log
 # that keeps its barrelfs DATADIR, then barrelctl's stat, check and dump on
 # that DATADIR; then documents: a put, an edit, the history, a diff between
-# revisions, the changes feed and an export. Run from the build directory,
+# revisions, the changes feed and an export; then the same data mounted with
+# barrelfs: edits with echo, sed -i and vim, history under .rev, a diff,
+# an attachment, .changes and .status. Run from the build directory,
 # or set BARRELCTL.
 set -eu
 
@@ -17,6 +19,7 @@ if [ -z "$ctl" ]; then
 	done
 fi
 [ -n "$ctl" ] || { echo "demo: barrelctl is not built (see README.md)" >&2; exit 1; }
+ctl=$(cd "$(dirname "$ctl")" && pwd)/$(basename "$ctl")
 
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/barrel-demo.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -60,3 +63,42 @@ run log demo readme
 run diff demo readme "$rev1" "$rev2"
 run changes demo
 run export --format alldocs demo -
+
+# The mount: a database is a folder, a document a JSON file, every save a
+# revision under .rev/. Needs root (or fuse3's fusermount3) and /dev/fuse.
+fs=${BARRELFS:-$(dirname "$ctl")/barrelfs}
+if [ ! -x "$fs" ] || [ ! -e /dev/fuse ] || ! command -v fusermount3 >/dev/null; then
+	echo
+	echo "(the mount demo needs barrelfs, /dev/fuse and fusermount3; skipped)"
+	exit 0
+fi
+mnt=$work/mnt
+mkdir -p "$mnt"
+"$fs" -o grace=1 "$docs" "$mnt"
+trap 'fusermount3 -u "$mnt" 2>/dev/null; rm -rf "$work"' EXIT
+sh_run() {
+	echo
+	echo "\$ $*"
+	sh -c "$*"
+}
+cd "$mnt"
+echo
+echo "mounted: barrelfs \$DOCS $mnt"
+sh_run "ls -la demo"
+sh_run "cat demo/readme.json"
+sh_run "echo '{\"title\": \"notes\", \"body\": \"written with echo\"}' > demo/notes.json"
+sh_run "sed -i 's/echo/sed -i/' demo/notes.json"
+sh_run "vim -u NONE -es -c '%s/sed -i/vim/' -c wq demo/notes.json 2>/dev/null || true"
+sh_run "cat demo/notes.json"
+sh_run "ls demo/.rev/notes/"
+sh_run "cat demo/.rev/notes/3-*.diff"
+sh_run "getfattr -n user.barrel.rev --only-values demo/notes.json 2>/dev/null; echo"
+sh_run "mkdir -p demo/notes && echo 'an attachment' > demo/notes/hello.txt && ls -l demo/notes/"
+sh_run "tail -n 3 demo/.changes"
+sh_run "jq -c . demo/*.json"
+sh_run "cat .status"
+cd /
+fusermount3 -u "$mnt"
+echo
+echo "unmounted; the same data through barrelctl:"
+run log demo notes

@@ -510,7 +510,7 @@ int fh_write(struct fs *fs, struct fh *fh, const char *buf, size_t size,
 	pthread_mutex_lock(&n->lock);
 	rc = n->spool >= 0 ? pwrite_all(n->spool, buf, size, off) : -EBADF;
 	if (!rc)
-		n->dirty = true;
+		n->dirty = n->written = true;
 	pthread_mutex_unlock(&n->lock);
 	return rc;
 }
@@ -551,13 +551,17 @@ static int flush_doc(struct fs *fs, struct fh *fh)
 	return 0;
 }
 
-/* Store a shared spool (node->lock held). */
-static int flush_shared(struct fs *fs, struct node *n)
+/* Store a shared spool (node->lock held): at a close only what was
+ * written since the last store (the shell's dup2 for "> FILE" closes
+ * before the write), at the last release also a truncation or an empty
+ * new file. */
+static int flush_shared(struct fs *fs, struct node *n, bool release)
 {
 	struct fsrec r = { 0 };
 	int rc;
 
-	if (!n->dirty || n->spool < 0 || !n->linked ||
+	if (!n->dirty || (!release && !n->written) || n->spool < 0 ||
+	    !n->linked ||
 	    (n->p.kind != NODE_ATT && n->p.kind != NODE_SCRATCH))
 		return 0;
 	if (n->p.kind == NODE_ATT) {
@@ -573,7 +577,7 @@ static int flush_shared(struct fs *fs, struct node *n)
 		fsrec_release(&r);
 	}
 	if (!rc) {
-		n->dirty = false;
+		n->dirty = n->written = false;
 		n->pending = false;
 	}
 	return rc;
@@ -594,7 +598,7 @@ int fh_flush(struct fs *fs, fuse_req_t req, struct fh *fh, bool durable)
 		rc = flush_doc(fs, fh);
 	} else {
 		pthread_mutex_lock(&n->lock);
-		rc = flush_shared(fs, n);
+		rc = flush_shared(fs, n, false);
 		pthread_mutex_unlock(&n->lock);
 	}
 	fsdb_leave(n->p.db);
@@ -608,7 +612,7 @@ void fh_release(struct fs *fs, struct fh *fh)
 	if (fh->shared && !fsdb_enter(n->p.db)) {
 		pthread_mutex_lock(&n->lock);
 		if (n->writers && !--n->writers) {
-			if (flush_shared(fs, n))
+			if (flush_shared(fs, n, true))
 				barrel_log(BLOG_ERR, "%s: lost on close",
 					   n->name);
 			close(n->spool);
@@ -673,7 +677,7 @@ int node_truncate(struct fs *fs, struct node *n, off_t size, struct fh *fh)
 	if (!rc) {
 		n->dirty = true;
 		if (!n->writers) {
-			rc = flush_shared(fs, n);
+			rc = flush_shared(fs, n, true);
 			close(n->spool);
 			n->spool = -1;
 		}

@@ -95,6 +95,7 @@ struct node {
 	int spool;                /* scratch/attachment being written, -1 */
 	unsigned writers;         /* open handles that may write */
 	bool dirty;               /* spool differs from the database */
+	bool written;             /* ... by a write (not only truncated) */
 	bool pending;             /* created, not yet a document (empty) */
 	struct rev opened;        /* the revision last opened (base hint) */
 	bool has_opened;
