@@ -72,6 +72,20 @@ void notes_release(struct fs *fs)
 
 /* ---- committing ---- */
 
+void keep_creator(struct fs *fs, struct node *n)
+{
+	struct fsrec r = n->creator;
+	struct node *dir = node_get(fs, n->parent);
+	char *path;
+
+	if (!r.kind || (r.uid == fs->uid && r.gid == fs->gid &&
+			r.mode == 0644) || !dir || !(path = node_path(dir, n->name)))
+		return;
+	if (fsrec_put(n->p.db, path, &r))
+		barrel_log(BLOG_WARN, "%s: owner and mode not kept", n->name);
+	free(path);
+}
+
 static bool bad_input(int rc)
 {
 	return rc == BARREL_E_BADJSON || rc == BARREL_E_NOTOBJECT ||
@@ -538,6 +552,8 @@ static int flush_doc(struct fs *fs, struct fh *fh)
 	if (rc)
 		return rc;
 	pthread_mutex_lock(&n->lock);
+	if (n->pending)
+		keep_creator(fs, n);
 	n->pending = false;
 	pthread_mutex_unlock(&n->lock);
 	/* written again: a deletion pending for it is void */
@@ -577,6 +593,8 @@ static int flush_shared(struct fs *fs, struct node *n, bool release)
 		fsrec_release(&r);
 	}
 	if (!rc) {
+		if (n->pending && n->p.kind == NODE_ATT)
+			keep_creator(fs, n);
 		n->dirty = n->written = false;
 		n->pending = false;
 	}

@@ -50,6 +50,20 @@ struct fsdb {
 	struct fsdb *next;        /* protected by fs->lock */
 };
 
+enum fsrec_kind { FSREC_ATTRS = 1, FSREC_FILE = 2, FSREC_LINK = 3 };
+
+/* A record of the fs table (FORMAT.md "Mount attributes"). */
+struct fsrec {
+	uint8_t kind;
+	uint32_t mode, uid, gid;
+	struct timespec mtime, ctime, atime;
+	uint64_t size;
+	uint64_t blob;            /* 0: data inline */
+	struct rev rev;           /* documents: mtime belongs to this revision */
+	char *data;               /* inline content or link target; owned */
+	size_t dlen;
+};
+
 enum node_kind {
 	NODE_ROOT = 1,
 	NODE_STATUS,              /* .status */
@@ -100,6 +114,7 @@ struct node {
 	struct rev opened;        /* the revision last opened (base hint) */
 	bool has_opened;
 	struct fh *opens;         /* .changes: its open handles */
+	struct fsrec creator;     /* pending: who made it, with what mode */
 };
 
 /* An open file or directory. */
@@ -224,20 +239,6 @@ int fsdb_remove(struct fs *fs, const char *name);
 
 /* ---- attr.c: attributes and scratch files in the "fs" table ---- */
 
-enum fsrec_kind { FSREC_ATTRS = 1, FSREC_FILE = 2, FSREC_LINK = 3 };
-
-/* A record of the fs table (FORMAT.md "Mount attributes"). */
-struct fsrec {
-	uint8_t kind;
-	uint32_t mode, uid, gid;
-	struct timespec mtime, ctime, atime;
-	uint64_t size;
-	uint64_t blob;            /* 0: data inline */
-	struct rev rev;           /* documents: mtime belongs to this revision */
-	char *data;               /* inline content or link target; owned */
-	size_t dlen;
-};
-
 int fsrec_get(struct fsdb *db, struct bsnap *snap, const char *path,
 	      struct fsrec *out);
 bool fsrec_exists(struct fsdb *db, const char *path);
@@ -288,6 +289,9 @@ int doc_commit_fd(struct fs *fs, struct node *n, int fd,
 		  const struct rev *base, struct rev *out);
 /* Remember that pid opened (db, id) at rev; the revision pid (else
  * anyone) last opened it at. */
+/* A new file's first store: its creator's owner and mode, when they are
+ * not the defaults (node->lock held). */
+void keep_creator(struct fs *fs, struct node *n);
 void note_open(struct fs *fs, struct fsdb *db, const char *id, pid_t pid,
 	       const struct rev *rev);
 bool note_find(struct fs *fs, struct fsdb *db, const char *id, pid_t pid,

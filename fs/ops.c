@@ -262,6 +262,9 @@ static int make_file(struct fs *fs, fuse_req_t req, fuse_ino_t parent,
 		n->pending = node_stat(fs, n, &st) != 0;
 		n->has_opened = was_moved;
 		n->opened = moved;
+		n->creator = (struct fsrec){ .kind = FSREC_ATTRS,
+			.mode = mode & 07777, .uid = fuse_req_ctx(req)->uid,
+			.gid = fuse_req_ctx(req)->gid };
 	}
 	pthread_mutex_unlock(&n->lock);
 	memset(e, 0, sizeof(*e));

@@ -159,6 +159,28 @@ static int stat_kind(struct fs *fs, struct node *n, struct stat *st,
 	}
 }
 
+/* An attachment folder without attributes of its own has its
+ * document's owner, and its mode with x wherever r is. */
+static bool folder_of_doc(struct node *n, const char *path, struct fsrec *r)
+{
+	size_t len = strlen(path);
+	char *doc = malloc(len + 6);
+	bool found;
+
+	if (!doc)
+		return false;
+	memcpy(doc, path, len);               /* "ID" -> "ID.json" */
+	memcpy(doc + len, ".json", 6);
+	found = !fsrec_get(n->p.db, NULL, doc, r);
+	free(doc);
+	if (found) {
+		r->mode |= (r->mode & 0444) >> 2;
+		r->rev = (struct rev){ 0 };
+		r->mtime = (struct timespec){ 0 };
+	}
+	return found;
+}
+
 int node_stat(struct fs *fs, struct node *n, struct stat *st)
 {
 	struct fsrec r = { 0 };
@@ -180,7 +202,9 @@ int node_stat(struct fs *fs, struct node *n, struct stat *st)
 	if ((path = node_attr_path(fs, n))) {
 		rc = fsrec_get(n->p.db, NULL, path, &r);
 		has_rec = !rc;
-		if (rc && rc != BARREL_E_NOTFOUND)
+		if (rc == BARREL_E_NOTFOUND && n->p.kind == NODE_ATTDIR)
+			has_rec = folder_of_doc(n, path, &r);
+		else if (rc && rc != BARREL_E_NOTFOUND)
 			goto out;
 	}
 	if (n->p.kind == NODE_SCRATCH)
