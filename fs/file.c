@@ -72,6 +72,30 @@ void notes_release(struct fs *fs)
 
 /* ---- committing ---- */
 
+int fs_put(struct fs *fs, struct fsdb *db, struct doc_put *req, size_t n)
+{
+	int rc = docdb_put(db->d, req, n);
+
+	pthread_mutex_lock(&fs->lock);
+	for (size_t i = 0; !rc && i < n; i++)
+		if (!req[i].rc && req[i].seq)
+			fs->own[fs->next_own++ % FS_OWN] =
+				(struct own_seq){ db, req[i].seq };
+	pthread_mutex_unlock(&fs->lock);
+	return rc;
+}
+
+bool fs_own(struct fs *fs, struct fsdb *db, uint64_t seq)
+{
+	bool own = false;
+
+	pthread_mutex_lock(&fs->lock);
+	for (unsigned i = 0; i < FS_OWN && !own; i++)
+		own = fs->own[i].db == db && fs->own[i].seq == seq;
+	pthread_mutex_unlock(&fs->lock);
+	return own;
+}
+
 void keep_creator(struct fs *fs, struct node *n)
 {
 	struct fsrec r = n->creator;
@@ -171,7 +195,7 @@ int doc_commit_fd(struct fs *fs, struct node *n, int fd,
 		return 0;
 	}
 	req.body = body;
-	rc = docdb_put(n->p.db->d, &req, 1);
+	rc = fs_put(fs, n->p.db, &req, 1);
 	if (!rc)
 		rc = req.rc;
 	if (!rc) {
@@ -212,8 +236,8 @@ static const char *content_type(const char *name)
 
 /* A new revision of id that changes one attachment (added or removed);
  * the body stays the winner's ("{}" for a new document). */
-static int att_put(struct fsdb *db, const char *id, size_t idlen,
-		   struct doc_att *a)
+static int att_put(struct fs *fs, struct fsdb *db, const char *id,
+		   size_t idlen, struct doc_att *a)
 {
 	struct doc_put req = { .id = id, .idlen = idlen, .body = "{}",
 			       .len = 2, .atts = a, .natts = 1,
@@ -225,7 +249,7 @@ static int att_put(struct fsdb *db, const char *id, size_t idlen,
 		req.body = cur.body;
 		req.len = cur.len;
 	}
-	rc = docdb_put(db->d, &req, 1);
+	rc = fs_put(fs, db, &req, 1);
 	if (!rc)
 		rc = req.rc;
 	if (rc)
@@ -239,8 +263,7 @@ static int att_put(struct fsdb *db, const char *id, size_t idlen,
 
 int att_remove(struct fs *fs, const struct proto *p, struct doc_att *a)
 {
-	(void)fs;
-	return att_put(p->db, p->id, p->idlen, a);
+	return att_put(fs, p->db, p->id, p->idlen, a);
 }
 
 int att_commit_fd(struct fs *fs, struct node *n, int fd)
@@ -251,7 +274,6 @@ int att_commit_fd(struct fs *fs, struct node *n, int fd)
 	uint64_t off = 0;
 	int rc = buf ? docdb_att_create(n->p.db->d, &w) : -ENOMEM;
 
-	(void)fs;
 	if (rc)
 		goto out_free;
 	for (ssize_t got; !rc; off += (uint64_t)got) {
@@ -267,7 +289,7 @@ int att_commit_fd(struct fs *fs, struct node *n, int fd)
 	}
 	a.content_type = (char *)content_type(a.name);
 	if (!(rc = doc_att_finish(w, &a)))
-		rc = att_put(n->p.db, n->p.id, n->p.idlen, &a);
+		rc = att_put(fs, n->p.db, n->p.id, n->p.idlen, &a);
 out_free:
 	free(buf);
 	return fs_err(rc);
@@ -563,7 +585,10 @@ static int flush_doc(struct fs *fs, struct fh *fh)
 	free(fh->buf);
 	fh->buf = NULL;
 	fh->len = 0;
-	inval_inode(fs, n->ino);
+	/* the writes went around the page cache (direct_io); pages read
+	 * before them are stale unless the open truncated them away */
+	if (!(fh->flags & O_TRUNC))
+		inval_inode(fs, n->ino);
 	return 0;
 }
 

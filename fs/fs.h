@@ -146,6 +146,14 @@ struct open_note {
 };
 #define FS_NOTES 128
 
+/* A commit made through the mount: the kernel saw it happen, so the
+ * worker need not invalidate what it already knows. */
+struct own_seq {
+	struct fsdb *db;
+	uint64_t seq;
+};
+#define FS_OWN 1024
+
 struct fs {
 	struct benv *env;
 	struct fuse_session *se;
@@ -162,6 +170,8 @@ struct fs {
 	struct moved *moved;      /* documents moved away, by lock */
 	struct open_note notes[FS_NOTES];     /* by lock, a ring */
 	unsigned next_note;
+	struct own_seq own[FS_OWN];   /* by lock, a ring: recent commits */
+	unsigned next_own;            /* made through the mount */
 
 	pthread_t worker;         /* invalidation and grace timer */
 	bool worker_running;
@@ -319,6 +329,11 @@ int dir_open(struct fs *fs, struct node *n, struct fh **out);
 int dir_fill(struct fs *fs, fuse_req_t req, struct fh *fh, char *buf,
 	     size_t size, off_t off, size_t *got);
 void dir_release(struct fh *fh);
+
+/* docdb_put() through the mount: remembers the commits' sequences. */
+int fs_put(struct fs *fs, struct fsdb *db, struct doc_put *req, size_t n);
+/* Was seq of db committed through the mount (recently)? */
+bool fs_own(struct fs *fs, struct fsdb *db, uint64_t seq);
 
 /* ---- worker.c: invalidations and the grace period ---- */
 int worker_start(struct fs *fs);

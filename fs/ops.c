@@ -422,7 +422,7 @@ static int remove_doc(struct fs *fs, const struct proto *p)
 		rc = revtree_conflicts(doc.tree, &conflicts, &nconflicts);
 	if (!rc && !nconflicts)
 		moved_add(fs, p->db, p->id, p->idlen, &doc.rev);
-	else if (!rc && !(rc = docdb_put(p->db->d, &put, 1)))
+	else if (!rc && !(rc = fs_put(fs, p->db, &put, 1)))
 		rc = put.rc;
 	free(conflicts);
 	doc_release(&doc);
@@ -466,7 +466,7 @@ static int remove_file(struct fs *fs, fuse_req_t req, struct node *dir,
 				break;
 			put.deleted = true;
 			put.parent = &r;
-			rc = fs_err(docdb_put(p.db->d, &put, 1)) ?:
+			rc = fs_err(fs_put(fs, p.db, &put, 1)) ?:
 			     fs_err(put.rc);
 			break;
 		case NODE_SCRATCH:
@@ -675,8 +675,8 @@ static int doc_to_doc(struct move *m)
 		goto out;
 	put.body = doc.body;
 	put.len = doc.len;
-	if (!(rc = docdb_put(m->d.db->d, &put, 1)) && !(rc = put.rc) &&
-	    !(rc = docdb_put(m->s.db->d, &del, 1)))
+	if (!(rc = fs_put(m->fs, m->d.db, &put, 1)) && !(rc = put.rc) &&
+	    !(rc = fs_put(m->fs, m->s.db, &del, 1)))
 		rc = del.rc;
 out:
 	doc_release(&doc);
@@ -785,6 +785,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fi->direct_io = (n->p.kind == NODE_DOC && fh->writes) ||
 			volatile_kind(n->p.kind) || n->p.kind == NODE_REVDIFF;
 	fi->keep_cache = !fi->direct_io;
+	fi->noflush = !fh->writes;      /* a reader's close saves nothing */
 	if (fuse_reply_open(req, fi)) {
 		node_close(fs, n);
 		fh_release(fs, fh);

@@ -124,25 +124,34 @@ bool moved_take(struct fs *fs, struct fsdb *db, const char *id,
 	return true;
 }
 
-/* Write the deletion of a moved-away document on the revision moved. */
-static void moved_delete(struct fs *fs, struct moved *m)
+/* Write the deletions of the moves of one database, as one bulk, each
+ * on the revision that was hidden. */
+static void moved_delete(struct fs *fs, struct fsdb *db, struct moved *list)
 {
-	struct doc_put req = { .id = m->id, .idlen = m->idlen,
-			       .parent = &m->rev, .deleted = true,
-			       .flags = DOC_PUT_KEEP_ATTS | DOC_PUT_BRANCH };
-	int rc;
+	struct doc_put *req;
+	size_t n = 0, i = 0;
 
-	if (fsdb_enter(m->db))
+	for (struct moved *m = list; m; m = m->next)
+		n += m->db == db;
+	if (!(req = calloc(n, sizeof(*req))) || fsdb_enter(db)) {
+		free(req);
 		return;
-	rc = docdb_put(m->db->d, &req, 1);
-	if (!rc)
-		rc = req.rc;
-	if (rc)
-		barrel_log(BLOG_ERR, "%s/%s: deletion after a move not "
-			   "written: %s", m->db->name, m->id,
-			   req.error[0] ? req.error : barrel_strerror(rc));
-	fsdb_leave(m->db);
-	(void)fs;
+	}
+	for (struct moved *m = list; m; m = m->next)
+		if (m->db == db)
+			req[i++] = (struct doc_put){ .id = m->id,
+				.idlen = m->idlen, .parent = &m->rev,
+				.deleted = true,
+				.flags = DOC_PUT_KEEP_ATTS | DOC_PUT_BRANCH };
+	if (fs_put(fs, db, req, n))
+		barrel_log(BLOG_ERR, "%s: deletions not written", db->name);
+	for (i = 0; i < n; i++)
+		if (req[i].rc)
+			barrel_log(BLOG_ERR, "%s/%s: deletion not written: %s",
+				   db->name, req[i].id, req[i].error[0] ?
+				   req[i].error : barrel_strerror(req[i].rc));
+	fsdb_leave(db);
+	free(req);
 }
 
 /* Take the moves due by now (all: every one; db: only db's) off the
@@ -171,9 +180,16 @@ static struct moved *moved_due(struct fs *fs, struct fsdb *db, bool all)
 
 static void moved_run(struct fs *fs, struct moved *due)
 {
+	for (struct moved *m = due; m; m = m->next) {
+		bool first = true;
+
+		for (struct moved *o = due; o != m && first; o = o->next)
+			first = o->db != m->db;
+		if (first)
+			moved_delete(fs, m->db, due);
+	}
 	for (struct moved *m; (m = due); free(m)) {
 		due = m->next;
-		moved_delete(fs, m);
 		free(m->id);
 	}
 }
@@ -209,6 +225,23 @@ static void notify(struct fs *fs, struct inval *iv)
 						 strlen(iv->name));
 }
 
+/* .rev/ID of a new document: a lookup made before its first revision
+ * is cached as absent. */
+static int changed_history(struct fs *fs, struct node *dbn,
+			   const struct doc_row *row)
+{
+	struct node *rev = node_find(fs, dbn->ino, ".rev");
+	char *enc;
+
+	if (row->revs[0].gen != 1)
+		return 0;
+	if (rev && (enc = name_encode(row->id, row->idlen, true))) {
+		inval_entry(fs, rev->ino, enc);
+		free(enc);
+	}
+	return 0;
+}
+
 /* The names a changed document shows under, as the kernel may cache
  * them: ID.json (and ID/) in its folder, .rev/ID, and .changes. */
 static int changed_doc(void *arg, const struct doc_row *row)
@@ -221,6 +254,8 @@ static int changed_doc(void *arg, const struct doc_row *row)
 
 	if (!dbn)
 		return 0;
+	if (fs_own(fs, db, row->seq))
+		return changed_history(fs, dbn, row);   /* the kernel saw it */
 	dir = dbn;
 	if (row->idlen > plen && !memcmp(row->id, DOC_DESIGN_PREFIX, plen) &&
 	    !(dir = node_find(fs, dbn->ino, "_design")))
