@@ -8,3 +8,11 @@ barrelctl_CFLAGS = $(AM_CFLAGS) $(JSONC_CFLAGS) $(GIT2_CFLAGS) \
 barrelctl_LDADD = $(BARREL_LIBS) $(GIT2_LIBS) $(SQLITE_LIBS) $(LMDB_LIBS) \
 	$(ROCKSDB_LIBS)
 dist_man_MANS += man/barrelctl.1
+
+# The mount benchmark of `make bench`: bench_fs times the small-file
+# workload in one directory; bench_mount.sh mounts tmpfs, libfuse's
+# passthrough_ll and barrelfs, runs it on each and prints the report.
+noinst_PROGRAMS = bench_fs
+bench_fs_SOURCES = tools/bench_fs.c
+bench_fs_LDADD =
+EXTRA_DIST += tools/bench_mount.sh
