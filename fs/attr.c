@@ -76,6 +76,7 @@ static int rec_encode(const struct fsrec *r, uint8_t **out, size_t *len)
 		return -ENOMEM;
 	p[0] = FSREC_VERSION;
 	p[1] = r->kind;
+	p[2] = r->flags;
 	put32(p + 4, r->mode);
 	put32(p + 8, r->uid);
 	put32(p + 12, r->gid);
@@ -109,6 +110,7 @@ static int rec_decode(const char *path, const uint8_t *p, size_t len,
 	    (rl && rev_parse((const char *)p + FSREC_HEADER, rl, &r->rev)))
 		goto corrupt;
 	r->kind = p[1];
+	r->flags = p[2];
 	r->mode = get32(p + 4);
 	r->uid = get32(p + 8);
 	r->gid = get32(p + 12);

@@ -53,8 +53,11 @@ struct fsdb {
 enum fsrec_kind { FSREC_ATTRS = 1, FSREC_FILE = 2, FSREC_LINK = 3 };
 
 /* A record of the fs table (FORMAT.md "Mount attributes"). */
+enum fsrec_flags { FSREC_TIMES = 1 << 0 };   /* set by utimens */
+
 struct fsrec {
 	uint8_t kind;
+	uint8_t flags;            /* enum fsrec_flags */
 	uint32_t mode, uid, gid;
 	struct timespec mtime, ctime, atime;
 	uint64_t size;

@@ -572,6 +572,9 @@ static int keep_attrs(struct move *m, const struct rev *rev)
 	char *path = node_path(m->ddir, m->dname);
 	int rc = path ? fsrec_get(m->s.db, NULL, m->s.key, &r) : -ENOMEM;
 
+	if (!rc && !(r.flags & FSREC_TIMES) && r.mode == 0644 &&
+	    r.uid == m->fs->uid && r.gid == m->fs->gid)
+		goto out;                 /* nothing but the defaults */
 	if (!rc) {
 		fsrec_release(&r);
 		r.kind = FSREC_ATTRS;
@@ -579,6 +582,8 @@ static int keep_attrs(struct move *m, const struct rev *rev)
 		r.rev = *rev;
 		rc = fsrec_put(m->d.db, path, &r);
 	}
+out:
+	fsrec_release(&r);
 	free(path);
 	return fs_err(rc);
 }

@@ -259,6 +259,9 @@ static int set_meta(struct fs *fs, struct node *n, const struct stat *a,
 	r.atime = valid & FUSE_SET_ATTR_ATIME_NOW ? now :
 		  valid & FUSE_SET_ATTR_ATIME ? a->st_atim : cur.st_atim;
 	r.ctime = now;
+	if (valid & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME |
+		     FUSE_SET_ATTR_MTIME_NOW | FUSE_SET_ATTR_ATIME_NOW))
+		r.flags |= FSREC_TIMES;
 	if (n->p.kind == NODE_DOC) {
 		struct doc doc = { 0 };
 
