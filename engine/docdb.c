@@ -4,8 +4,9 @@
  * The document layer (docdb.h) on the engine's tables (FORMAT.md
  * "Documents"). A document record holds the revision tree and the
  * winner's revision record, so reading a document is one lookup; every
- * other kept body is in "revs". DESIGN.md "Documents" gives the write
- * steps that docdb_put() follows.
+ * other kept body is in "revs" under a body number from a counter, so
+ * that a bulk's bodies append there in order. DESIGN.md "Documents"
+ * gives the write steps that docdb_put() follows.
  */
 
 #include <errno.h>
@@ -19,10 +20,12 @@
 #include "engine/docdb_i.h"
 #include "engine/log.h"
 
-#define DOCREC_VERSION 1
+#define DOCREC_VERSION 2
 #define DOCREC_DELETED 0x01
 #define DOCREC_HEAD 6u                /* version, flags, tree_len */
-#define REVS_KEY_MAX (DOC_MAX_ID + 1 + REV_STR_SIZE)
+#define REVS_KEY 8u                   /* body number, big-endian */
+#define NEXT_BODY "next_body"         /* meta: the next body number */
+#define DIGEST_STACK 8u               /* attachments hashed without malloc */
 #define DEFAULT_TYPE "application/octet-stream"
 #define DOC_ROWS_SKIP_DELETED (1u << 16)   /* all_docs without DELETED */
 
@@ -168,48 +171,61 @@ void revrec_release(struct revrec *r)
 	memset(r, 0, sizeof(*r));
 }
 
-int revrec_encode(bool deleted, int64_t time_ms, const struct doc_att *atts,
-		  size_t natts, const char *body, size_t len, uint8_t **out,
-		  size_t *outlen)
-{
-	size_t size = REVREC_HEAD + len;
-	uint8_t *p;
+/* A revision record to write; borrowed. atts sorted by name. */
+struct revrec_src {
+	bool deleted;
+	int64_t time_ms;
+	const struct doc_att *atts;
+	size_t natts;
+	const char *body;
+	size_t len;
+};
 
-	for (size_t i = 0; i < natts; i++) {
-		size_t nl = strlen(atts[i].name), tl = strlen(atts[i].content_type);
+/* Bytes of src's record: BARREL_E_INVALID for a name or content type
+ * over 64 KiB, BARREL_E_TOOBIG over BDB_MAX_VALUE. */
+static int revrec_size(const struct revrec_src *src, size_t *size)
+{
+	*size = REVREC_HEAD + src->len;
+	for (size_t i = 0; i < src->natts; i++) {
+		size_t nl = strlen(src->atts[i].name);
+		size_t tl = strlen(src->atts[i].content_type);
 
 		if (nl > UINT16_MAX || tl > UINT16_MAX)
 			return BARREL_E_INVALID;
-		size += 44 + nl + tl;
+		*size += 44 + nl + tl;
 	}
-	if (size > BDB_MAX_VALUE)
-		return BARREL_E_TOOBIG;
-	if (!(p = malloc(size)))
-		return -ENOMEM;
-	*out = p;
-	*outlen = size;
-	p[0] = REVREC_VERSION;
-	p[1] = deleted ? REVREC_DELETED : 0;
-	put_le(p + 2, (uint64_t)time_ms, 8);
-	put_le(p + 10, natts, 4);
-	p += REVREC_HEAD;
-	for (size_t i = 0; i < natts; i++) {
-		size_t nl = strlen(atts[i].name), tl = strlen(atts[i].content_type);
+	return *size > BDB_MAX_VALUE ? BARREL_E_TOOBIG : 0;
+}
 
-		put_le(p, nl, 2);
-		memcpy(p + 2, atts[i].name, nl);
-		p += 2 + nl;
-		put_le(p, tl, 2);
-		memcpy(p + 2, atts[i].content_type, tl);
-		p += 2 + tl;
-		put_le(p, atts[i].length, 8);
-		put_le(p + 8, atts[i].revpos, 8);
-		put_le(p + 16, atts[i].blob, 8);
-		memcpy(p + 24, atts[i].md5, 16);
+/* A length-prefixed string at p; returns the byte after it. */
+static uint8_t *put_str(uint8_t *p, const char *s)
+{
+	size_t n = strlen(s);
+
+	put_le(p, n, 2);
+	memcpy(p + 2, s, n);
+	return p + 2 + n;
+}
+
+/* Write src's record at p (revrec_size() bytes). */
+static void revrec_write(const struct revrec_src *src, uint8_t *p)
+{
+	p[0] = REVREC_VERSION;
+	p[1] = src->deleted ? REVREC_DELETED : 0;
+	put_le(p + 2, (uint64_t)src->time_ms, 8);
+	put_le(p + 10, src->natts, 4);
+	p += REVREC_HEAD;
+	for (size_t i = 0; i < src->natts; i++) {
+		const struct doc_att *a = &src->atts[i];
+
+		p = put_str(put_str(p, a->name), a->content_type);
+		put_le(p, a->length, 8);
+		put_le(p + 8, a->revpos, 8);
+		put_le(p + 16, a->blob, 8);
+		memcpy(p + 24, a->md5, 16);
 		p += 40;
 	}
-	memcpy(p, body, len);
-	return 0;
+	memcpy(p, src->body, src->len);
 }
 
 /* ---- document records ---- */
@@ -227,8 +243,13 @@ static int docrec_split(const void *val, size_t len, struct docrec *out)
 {
 	const uint8_t *p = val;
 
-	if (len < DOCREC_HEAD || p[0] != DOCREC_VERSION ||
-	    (p[1] & ~DOCREC_DELETED) || get_le(p + 2, 4) > len - DOCREC_HEAD) {
+	if (len && p[0] != DOCREC_VERSION) {
+		barrel_log(BLOG_ERR, "document record version %u (know %u)",
+			   p[0], DOCREC_VERSION);
+		return BARREL_E_VERSION;
+	}
+	if (len < DOCREC_HEAD || (p[1] & ~DOCREC_DELETED) ||
+	    get_le(p + 2, 4) > len - DOCREC_HEAD) {
 		barrel_log(BLOG_ERR, "corrupt document record: bad header");
 		return BARREL_E_CORRUPT;
 	}
@@ -240,66 +261,75 @@ static int docrec_split(const void *val, size_t len, struct docrec *out)
 	return 0;
 }
 
-/* Record of tree and winner into a malloc'ed buffer. */
+/*
+ * The document record of t and the winner's revision record into a
+ * malloc'ed buffer: wlen bytes at winner, or (winner NULL) src's record
+ * of wlen bytes, written in place.
+ */
 static int docrec_build(const struct revtree *t, const uint8_t *winner,
-			size_t wlen, uint8_t **out, size_t *outlen)
+			size_t wlen, const struct revrec_src *src,
+			uint8_t **out, size_t *outlen)
 {
-	uint8_t *tree, *p;
-	size_t tlen;
-	int rc = revtree_encode(t, &tree, &tlen);
+	size_t tlen = revtree_encoded_size(t);
+	uint8_t *p;
+	int rc;
 
-	if (rc)
-		return rc;
 	*outlen = DOCREC_HEAD + tlen + wlen;
-	if (*outlen > BDB_MAX_VALUE) {
-		rc = BARREL_E_TOOBIG;
-		goto out_free;
-	}
-	if (!(p = malloc(*outlen))) {
-		rc = -ENOMEM;
-		goto out_free;
-	}
+	if (*outlen > BDB_MAX_VALUE)
+		return BARREL_E_TOOBIG;
+	if (!(p = malloc(*outlen)))
+		return -ENOMEM;
 	p[0] = DOCREC_VERSION;
 	p[1] = revtree_is_deleted(t) ? DOCREC_DELETED : 0;
 	put_le(p + 2, tlen, 4);
-	memcpy(p + DOCREC_HEAD, tree, tlen);
-	memcpy(p + DOCREC_HEAD + tlen, winner, wlen);
+	if ((rc = revtree_encode_to(t, p + DOCREC_HEAD))) {
+		free(p);
+		return rc;
+	}
+	if (winner)
+		memcpy(p + DOCREC_HEAD + tlen, winner, wlen);
+	else
+		revrec_write(src, p + DOCREC_HEAD + tlen);
 	*out = p;
-out_free:
-	free(tree);
-	return rc;
+	return 0;
 }
 
-/* Key of a body in "revs": id, 00, the revision as text. */
-static size_t revs_key(const char *id, size_t idlen, const struct rev *r,
-		       char *key)
+/* Key of body number n in "revs": big-endian, so numbers sort. */
+static void revs_key(uint64_t n, uint8_t key[REVS_KEY])
 {
-	memcpy(key, id, idlen);
-	key[idlen] = '\0';
-	rev_format(r, key + idlen + 1, REV_STR_SIZE);
-	return idlen + 1 + strlen(key + idlen + 1);
+	for (int i = 0; i < (int)REVS_KEY; i++)
+		key[i] = (uint8_t)(n >> (8 * (REVS_KEY - 1 - i)));
 }
 
 /* ---- open ---- */
+
+/* A number of "meta" from a get that returned rc into v: size bytes,
+ * at least 1; *out stays as it is when the entry is absent. */
+static int meta_number(int rc, struct bval *v, size_t size, uint64_t *out)
+{
+	if (rc == BARREL_E_NOTFOUND)
+		return 0;
+	if (!rc && v->len == size && get_le(v->data, (int)size) >= 1)
+		*out = get_le(v->data, (int)size);
+	else if (!rc)
+		rc = BARREL_E_CORRUPT;
+	bval_release(v);
+	return rc;
+}
 
 static int read_revs_limit(struct docdb *d)
 {
 	struct bsnap *snap;
 	struct bval v = { 0 };
+	uint64_t limit = DOC_REVS_LIMIT;
 	int rc = bdb_snapshot(d->db, &snap);
 
 	if (rc)
 		return rc;
 	rc = bsnap_get(snap, d->t_meta, "revs_limit", 10, &v);
 	bsnap_release(snap);
-	d->revs_limit = DOC_REVS_LIMIT;
-	if (rc == BARREL_E_NOTFOUND)
-		return 0;
-	if (!rc && v.len == 4 && get_le(v.data, 4) >= 1)
-		d->revs_limit = (uint32_t)get_le(v.data, 4);
-	else if (!rc)
-		rc = BARREL_E_CORRUPT;
-	bval_release(&v);
+	rc = meta_number(rc, &v, 4, &limit);
+	d->revs_limit = (uint32_t)limit;
 	return rc;
 }
 
@@ -491,7 +521,8 @@ static int prep_inline_atts(struct docdb *d, struct doc_put *r, struct prep *p)
 }
 
 /* Parse and check one request (the part that needs no transaction). */
-static int prep_request(struct docdb *d, struct doc_put *r, struct prep *p)
+static int prep_request(struct docdb *d, struct body_pool *pool,
+			struct doc_put *r, struct prep *p)
 {
 	const char *text = r->body ? r->body : "{}";
 	size_t len = r->body ? r->len : 2;
@@ -499,7 +530,7 @@ static int prep_request(struct docdb *d, struct doc_put *r, struct prep *p)
 
 	if (!r->body && !r->deleted)
 		return put_fail(r, BARREL_E_INVALID, "no document body");
-	if ((rc = body_parse(text, len, &p->b, r->error)))
+	if ((rc = body_parse_in(pool, text, len, &p->b, r->error)))
 		return rc;
 	p->id = r->id ? r->id : p->b.id;
 	p->idlen = r->id ? r->idlen : p->b.idlen;
@@ -525,25 +556,42 @@ static int prep_request(struct docdb *d, struct doc_put *r, struct prep *p)
 
 /* ---- writes: one document inside the transaction ---- */
 
+/* The body numbers of one bulk: meta "next_body", read once inside the
+ * transaction and written back at its end when any was taken. */
+struct bodynums {
+	uint64_t next;
+	bool taken;
+};
+
+/* A body the policy drops: its revision and where it is. */
+struct drop {
+	struct rev rev;
+	uint64_t body_ref;
+};
+
 /* A document being edited (DESIGN.md "Documents", write steps). */
 struct edit {
 	struct docdb *d;
 	struct btxn *txn;
 	struct doc_put *r;
 	struct prep *p;
+	struct bodynums *nums;
 	struct revtree *tree;
 	struct bval old;              /* document record before, if any */
 	struct docrec rec;            /* old split */
 	bool have_w0;                 /* the document existed */
 	struct rev w0;                /* its winner then */
-	struct revrec w0rec;          /* and that winner's record */
 	struct doc_att *atts;         /* the new revision's, sorted, owned */
 	size_t natts;
 	struct rev rev;               /* the new revision */
-	struct rev *drop;             /* bodies the policy drops */
+	struct drop *drop;            /* bodies the policy drops */
 	size_t ndrop, capdrop;
-	uint8_t *newrec;              /* the new revision's record */
+	uint8_t *newrec;              /* the new revision's record, when it
+	                                 goes to "revs" */
 	size_t newrec_len;
+	uint64_t ref_new, ref_w0;     /* body numbers given to the new
+	                                 revision and the old winner, or 0 */
+	uint64_t ref_w1;              /* of a winner that leaves "revs", or 0 */
 	bool wrote;                   /* writes began: a failure now fails
 	                                 the whole transaction */
 };
@@ -552,7 +600,6 @@ static void edit_release(struct edit *e)
 {
 	revtree_free(e->tree);
 	bval_release(&e->old);
-	revrec_release(&e->w0rec);
 	doc_atts_free(e->atts, e->natts);
 	free(e->drop);
 	free(e->newrec);
@@ -570,25 +617,33 @@ static int edit_load(struct edit *e)
 	    (rc = revtree_winner(e->tree, &e->w0, NULL)))
 		return rc;
 	e->have_w0 = true;
-	return revrec_decode(e->rec.winner, e->rec.winner_len, &e->w0rec);
+	return 0;
 }
 
-/* The record of a kept revision: the old winner's, or one from "revs".
- * *v holds the bytes *out borrows. */
-static int load_revrec(struct edit *e, const struct rev *rev, struct bval *v,
-		       struct revrec *out)
+/* The raw record of body number ref in "revs" into *v; a number the
+ * tree names that is not there is corruption. */
+static int get_revs(struct edit *e, uint64_t ref, struct bval *v)
 {
-	char key[REVS_KEY_MAX];
-	size_t klen;
+	uint8_t key[REVS_KEY];
 	int rc;
 
-	if (e->have_w0 && rev_eq(rev, &e->w0)) {
-		*v = (struct bval){ 0 };
+	revs_key(ref, key);
+	rc = btxn_get(e->txn, e->d->t_revs, key, REVS_KEY, v);
+	return rc == BARREL_E_NOTFOUND ? BARREL_E_CORRUPT : rc;
+}
+
+/* The record of a kept revision: the old winner's (inline), or body
+ * number ref's. *v holds the bytes *out borrows. */
+static int load_revrec(struct edit *e, const struct rev *rev, uint64_t ref,
+		       struct bval *v, struct revrec *out)
+{
+	int rc;
+
+	*v = (struct bval){ 0 };
+	if (e->have_w0 && rev_eq(rev, &e->w0))
 		return revrec_decode(e->rec.winner, e->rec.winner_len, out);
-	}
-	klen = revs_key(e->p->id, e->p->idlen, rev, key);
-	if ((rc = btxn_get(e->txn, e->d->t_revs, key, klen, v)))
-		return rc == BARREL_E_NOTFOUND ? BARREL_E_CORRUPT : rc;
+	if ((rc = get_revs(e, ref, v)))
+		return rc;
 	if ((rc = revrec_decode(v->data, v->len, out)))
 		bval_release(v);
 	return rc;
@@ -749,17 +804,19 @@ static int resolve_atts(struct edit *e, const struct revrec *base,
 	return rc;
 }
 
-/* Attachments from the record of base (may be NULL: none). */
+/* Attachments from the record of base (may be NULL: none; else kept). */
 static int resolve_atts_from(struct edit *e, const struct rev *base,
 			     uint64_t gen)
 {
+	struct revtree_info ri;
 	struct bval v = { 0 };
 	struct revrec rr;
 	int rc;
 
 	if (!base)
 		return resolve_atts(e, NULL, gen);
-	if ((rc = load_revrec(e, base, &v, &rr)))
+	if ((rc = revtree_find(e->tree, base, &ri)) ||
+	    (rc = load_revrec(e, base, ri.body_ref, &v, &rr)))
 		return rc;
 	rc = resolve_atts(e, &rr, gen);
 	revrec_release(&rr);
@@ -770,18 +827,18 @@ static int resolve_atts_from(struct edit *e, const struct rev *base,
 /* The id of the edit: body_rev over the body and the new attachments. */
 static int edit_rev_id(struct edit *e, const struct rev *hp)
 {
-	struct body_att_digest *dd = calloc(e->natts ? e->natts : 1,
-					    sizeof(*dd));
+	struct body_att_digest stack[DIGEST_STACK] = { { 0 } }, *dd = stack;
 	int rc;
 
-	if (!dd)
+	if (e->natts > DIGEST_STACK && !(dd = calloc(e->natts, sizeof(*dd))))
 		return -ENOMEM;
 	for (size_t i = 0; i < e->natts; i++)
 		dd[i] = (struct body_att_digest){ e->atts[i].name,
 			strlen(e->atts[i].name), e->atts[i].md5,
 			e->atts[i].length };
 	rc = body_rev(&e->p->b, hp, e->p->deleted, dd, e->natts, &e->rev);
-	free(dd);
+	if (dd != stack)
+		free(dd);
 	return rc;
 }
 
@@ -872,17 +929,16 @@ static int note_drop(void *arg, const struct rev *rev, uint64_t body_ref)
 {
 	struct edit *e = arg;
 
-	(void)body_ref;
 	if (e->ndrop == e->capdrop) {
 		size_t cap = e->capdrop ? e->capdrop * 2 : 8;
-		struct rev *grown = realloc(e->drop, cap * sizeof(*grown));
+		struct drop *grown = realloc(e->drop, cap * sizeof(*grown));
 
 		if (!grown)
 			return -ENOMEM;
 		e->drop = grown;
 		e->capdrop = cap;
 	}
-	e->drop[e->ndrop++] = *rev;
+	e->drop[e->ndrop++] = (struct drop){ *rev, body_ref };
 	return 0;
 }
 
@@ -903,103 +959,161 @@ static bool kept(const struct edit *e, const struct rev *rev)
 	return !revtree_find(e->tree, rev, &ri) && ri.has_body;
 }
 
-/* Put a revision record under id/rev in "revs". */
-static int put_revs(struct edit *e, const struct rev *rev, const void *rec,
-		    size_t len)
+/* Put a revision record in "revs" as body number ref. */
+static int put_revs(struct edit *e, uint64_t ref, const void *rec, size_t len)
 {
-	char key[REVS_KEY_MAX];
-	size_t klen = revs_key(e->p->id, e->p->idlen, rev, key);
+	uint8_t key[REVS_KEY];
 
-	return btxn_put(e->txn, e->d->t_revs, key, klen, rec, len, NULL);
+	revs_key(ref, key);
+	return btxn_put(e->txn, e->d->t_revs, key, REVS_KEY, rec, len, NULL);
 }
 
 /* Drop one body the policy dropped, and its attachment references. */
-static int drop_body(struct edit *e, const struct rev *rev)
+static int drop_body(struct edit *e, const struct drop *dr)
 {
-	char key[REVS_KEY_MAX];
-	size_t klen = revs_key(e->p->id, e->p->idlen, rev, key);
+	uint8_t key[REVS_KEY];
 	struct bval v = { 0 };
 	struct revrec rr;
-	int rc = load_revrec(e, rev, &v, &rr);
+	int rc = load_revrec(e, &dr->rev, dr->body_ref, &v, &rr);
 
 	for (size_t i = 0; !rc && i < rr.natts; i++)
 		rc = att_ref(e->d, e->txn, &rr.atts[i], -1);
 	if (!rc)
 		revrec_release(&rr);
 	bval_release(&v);
-	if (rc || (e->have_w0 && rev_eq(rev, &e->w0)))
+	if (rc || (e->have_w0 && rev_eq(&dr->rev, &e->w0)))
 		return rc;
-	return btxn_del(e->txn, e->d->t_revs, key, klen);
+	revs_key(dr->body_ref, key);
+	return btxn_del(e->txn, e->d->t_revs, key, REVS_KEY);
+}
+
+/* A new body number, and rev's body noted there in the tree. */
+static int take_body_number(struct edit *e, const struct rev *rev,
+			    uint64_t *ref)
+{
+	*ref = e->nums->next;
+	e->nums->taken = true;
+	e->nums->next++;
+	return revtree_set_body(e->tree, rev, true, *ref);
 }
 
 /*
- * Step 5: the document record with the new winner's record; bodies move
- * between it and "revs" so that only the winner's is inline. Builds the
- * record before writing anything, so a record too big fails alone.
+ * Step 5: where each body goes; the tree notes it. The winner's record
+ * is inline (body_ref 0); a new revision that does not win (its record
+ * made into e->newrec), and an old winner still kept that no longer
+ * wins, take body numbers in "revs"; a winner from another branch leaves
+ * "revs" (its record read into *v, its number in e->ref_w1). *wrec gets
+ * the winner's record, NULL for the new revision's (of *wlen bytes).
+ */
+static int edit_place(struct edit *e, const struct rev *w1,
+		      const struct revrec_src *src, struct bval *v,
+		      const uint8_t **wrec, size_t *wlen)
+{
+	struct revtree_info ri;
+	int rc = 0;
+
+	if (!rev_eq(w1, &e->rev) && kept(e, &e->rev)) {
+		if (!(e->newrec = malloc(e->newrec_len)))
+			return -ENOMEM;
+		revrec_write(src, e->newrec);
+		rc = take_body_number(e, &e->rev, &e->ref_new);
+	}
+	if (!rc && e->have_w0 && !rev_eq(w1, &e->w0) && kept(e, &e->w0) &&
+	    !rev_eq(&e->w0, &e->rev))
+		rc = take_body_number(e, &e->w0, &e->ref_w0);
+	if (rc)
+		return rc;
+	if (rev_eq(w1, &e->rev)) {
+		*wrec = NULL;
+		*wlen = e->newrec_len;
+	} else if (e->have_w0 && rev_eq(w1, &e->w0)) {
+		*wrec = e->rec.winner;
+		*wlen = e->rec.winner_len;
+	} else {                      /* another branch wins now */
+		if ((rc = revtree_find(e->tree, w1, &ri)) ||
+		    (rc = get_revs(e, ri.body_ref, v)))
+			return rc;
+		e->ref_w1 = ri.body_ref;
+		*wrec = v->data;
+		*wlen = v->len;
+	}
+	return revtree_set_body(e->tree, w1, true, 0);
+}
+
+/*
+ * Step 6: write. References for the new revision's attachments, the
+ * dropped bodies, the bodies that move into or out of "revs", and the
+ * document record (the changes feed moves the document to the new
+ * sequence). A failure here fails the whole transaction.
+ */
+static int edit_put(struct edit *e, const uint8_t *doc, size_t dlen)
+{
+	bool new_kept = kept(e, &e->rev);
+	uint8_t key[REVS_KEY];
+	int rc = 0;
+
+	if (e->ref_w1) {
+		revs_key(e->ref_w1, key);
+		rc = btxn_del(e->txn, e->d->t_revs, key, REVS_KEY);
+	}
+	for (size_t i = 0; !rc && new_kept && i < e->natts; i++)
+		rc = att_ref(e->d, e->txn, &e->atts[i], +1);
+	for (size_t i = 0; !rc && i < e->ndrop; i++)
+		rc = drop_body(e, &e->drop[i]);
+	if (!rc && e->ref_new)
+		rc = put_revs(e, e->ref_new, e->newrec, e->newrec_len);
+	if (!rc && e->ref_w0)
+		rc = put_revs(e, e->ref_w0, e->rec.winner, e->rec.winner_len);
+	if (!rc)
+		rc = btxn_put(e->txn, e->d->t_docs, e->p->id, e->p->idlen, doc,
+			      dlen, &e->r->seq);
+	return rc;
+}
+
+/*
+ * Steps 5 and 6: the document record with the new winner's record inline;
+ * bodies move between it and "revs". Builds the record before writing
+ * anything, so a record too big fails alone.
  */
 static int edit_write(struct edit *e, int64_t now)
 {
-	char key[REVS_KEY_MAX];
-	size_t klen = 0, wlen, dlen = 0;
-	struct rev w1;
+	struct revrec_src src = { e->p->deleted, now, e->atts, e->natts,
+				  e->p->text, e->p->tlen };
 	struct bval v1 = { 0 };
 	const uint8_t *wrec;
 	uint8_t *doc = NULL;
-	bool new_kept = kept(e, &e->rev);
+	size_t wlen, dlen = 0;
+	struct rev w1;
 	int rc;
 
 	if ((rc = revtree_winner(e->tree, &w1, NULL)))
 		return rc;
-	rc = revrec_encode(e->p->deleted, now, e->atts, e->natts, e->p->text,
-			   e->p->tlen, &e->newrec, &e->newrec_len);
+	rc = revrec_size(&src, &e->newrec_len);
 	if (rc == BARREL_E_TOOBIG)
 		return put_fail(e->r, rc, "revision record over %u bytes",
 				BDB_MAX_VALUE);
-	if (rc)
-		return rc;
-	if (rev_eq(&w1, &e->rev)) {
-		wrec = e->newrec;
-		wlen = e->newrec_len;
-	} else if (e->have_w0 && rev_eq(&w1, &e->w0)) {
-		wrec = e->rec.winner;
-		wlen = e->rec.winner_len;
-	} else {                      /* another branch wins now */
-		klen = revs_key(e->p->id, e->p->idlen, &w1, key);
-		if ((rc = btxn_get(e->txn, e->d->t_revs, key, klen, &v1)))
-			return rc == BARREL_E_NOTFOUND ? BARREL_E_CORRUPT : rc;
-		wrec = v1.data;
-		wlen = v1.len;
-	}
-	rc = docrec_build(e->tree, wrec, wlen, &doc, &dlen);
+	if (!rc)
+		rc = edit_place(e, &w1, &src, &v1, &wrec, &wlen);
+	if (!rc)
+		rc = docrec_build(e->tree, wrec, wlen, &src, &doc, &dlen);
 	if (rc == BARREL_E_TOOBIG)
 		rc = put_fail(e->r, rc, "document record over %u bytes",
 			      BDB_MAX_VALUE);
 	/* nothing is written before this point */
 	e->wrote = !rc;
-	if (!rc && klen)
-		rc = btxn_del(e->txn, e->d->t_revs, key, klen);
-	for (size_t i = 0; !rc && new_kept && i < e->natts; i++)
-		rc = att_ref(e->d, e->txn, &e->atts[i], +1);
-	for (size_t i = 0; !rc && i < e->ndrop; i++)
-		rc = drop_body(e, &e->drop[i]);
-	if (!rc && new_kept && !rev_eq(&w1, &e->rev))
-		rc = put_revs(e, &e->rev, e->newrec, e->newrec_len);
-	if (!rc && e->have_w0 && !rev_eq(&w1, &e->w0) && kept(e, &e->w0) &&
-	    !rev_eq(&e->w0, &e->rev))
-		rc = put_revs(e, &e->w0, e->rec.winner, e->rec.winner_len);
 	if (!rc)
-		rc = btxn_put(e->txn, e->d->t_docs, e->p->id, e->p->idlen, doc,
-			      dlen, &e->r->seq);
+		rc = edit_put(e, doc, dlen);
 	free(doc);
 	bval_release(&v1);
 	return rc;
 }
 
-/* One request inside the transaction (DESIGN.md "Documents", steps 1-5). */
+/* One request inside the transaction (DESIGN.md "Documents", steps 1-6). */
 static int put_one(struct docdb *d, struct btxn *txn, struct doc_put *r,
-		   struct prep *p, int64_t now, bool *wrote)
+		   struct prep *p, struct bodynums *nums, int64_t now,
+		   bool *wrote)
 {
-	struct edit e = { .d = d, .txn = txn, .r = r, .p = p };
+	struct edit e = { .d = d, .txn = txn, .r = r, .p = p, .nums = nums };
 	bool added = true;
 	int rc = edit_load(&e);
 
@@ -1036,46 +1150,80 @@ static int put_fail_all(struct doc_put *req, size_t n, int rc)
 	return rc;
 }
 
+/* meta "next_body" (1 when absent) at the start of a bulk. */
+static int nums_load(struct docdb *d, struct btxn *txn, struct bodynums *nums)
+{
+	struct bval v = { 0 };
+	int rc = btxn_get(txn, d->t_meta, NEXT_BODY, strlen(NEXT_BODY), &v);
+
+	*nums = (struct bodynums){ .next = 1 };
+	return meta_number(rc, &v, 8, &nums->next);
+}
+
+static int nums_store(struct docdb *d, struct btxn *txn,
+		      const struct bodynums *nums)
+{
+	uint8_t v[8];
+
+	if (!nums->taken)
+		return 0;
+	put_le(v, nums->next, 8);
+	return btxn_put(txn, d->t_meta, NEXT_BODY, strlen(NEXT_BODY), v, 8, NULL);
+}
+
+/* The transaction of a bulk: each prepared request in turn (steps 1-6),
+ * the body counter, one commit. */
+static int put_bulk(struct docdb *d, struct btxn *txn, struct doc_put *req,
+		    struct prep *p, size_t n)
+{
+	int64_t now = now_ms();
+	struct bodynums nums;
+	bool any = false, wrote;
+	int rc = nums_load(d, txn, &nums);
+
+	for (size_t i = 0; i < n && !rc; i++) {
+		if (req[i].rc)
+			continue;
+		rc = put_one(d, txn, &req[i], &p[i], &nums, now, &wrote);
+		put_result(&req[i], rc);
+		any |= wrote;
+		if (!wrote)
+			rc = 0;       /* that request's failure alone */
+	}
+	if (!rc && any)
+		rc = nums_store(d, txn, &nums);
+	if (rc || !any) {
+		btxn_abort(txn);
+		return rc ? put_fail_all(req, n, rc) : 0;
+	}
+	rc = btxn_commit(txn);
+	return rc ? put_fail_all(req, n, rc) : 0;
+}
+
 int docdb_put(struct docdb *d, struct doc_put *req, size_t n)
 {
 	struct prep *p = calloc(n ? n : 1, sizeof(*p));
-	bool any = false, wrote;
-	int64_t now = now_ms();
+	struct body_pool *pool = NULL;
 	struct btxn *txn;
-	int rc = 0;
+	int rc;
 
-	if (!p)
+	if (!p || (rc = body_pool_new(&pool))) {
+		free(p);
 		return -ENOMEM;
+	}
 	for (size_t i = 0; i < n; i++) {
 		req[i].error[0] = '\0';
 		req[i].seq = 0;
 		memset(&req[i].rev, 0, sizeof(req[i].rev));
-		put_result(&req[i], prep_request(d, &req[i], &p[i]));
+		put_result(&req[i], prep_request(d, pool, &req[i], &p[i]));
 	}
-	if ((rc = bdb_begin(d->db, &txn))) {
+	if ((rc = bdb_begin(d->db, &txn)))
 		put_fail_all(req, n, rc);
-		goto out_free;
-	}
-	for (size_t i = 0; i < n; i++) {
-		if (req[i].rc)
-			continue;
-		rc = put_one(d, txn, &req[i], &p[i], now, &wrote);
-		any |= wrote;
-		if (rc && wrote) {
-			btxn_abort(txn);
-			put_fail_all(req, n, rc);
-			goto out_free;
-		}
-		put_result(&req[i], rc);
-	}
-	rc = 0;
-	if (!any)
-		btxn_abort(txn);
-	else if ((rc = btxn_commit(txn)))
-		put_fail_all(req, n, rc);
-out_free:
+	else
+		rc = put_bulk(d, txn, req, p, n);
 	for (size_t i = 0; i < n; i++)
 		prep_release(&p[i]);
+	body_pool_free(pool);
 	free(p);
 	return rc;
 }
@@ -1134,16 +1282,19 @@ static int fill_doc(struct doc *out, const char *id, size_t idlen,
 }
 
 /* The record of rev (not the winner) from "revs". */
-static int get_body(struct docdb *d, struct bsnap *snap, const char *id,
-		    size_t idlen, const struct revtree *t, const struct rev *rev,
+static int get_body(struct docdb *d, struct bsnap *snap,
+		    const struct revtree *t, const struct rev *rev,
 		    struct bval *v)
 {
 	struct revtree_info ri;
-	char key[REVS_KEY_MAX];
+	uint8_t key[REVS_KEY];
+	int rc;
 
 	if (revtree_find(t, rev, &ri) || !ri.has_body)
 		return BARREL_E_NOTFOUND;
-	return bsnap_get(snap, d->t_revs, key, revs_key(id, idlen, rev, key), v);
+	revs_key(ri.body_ref, key);
+	rc = bsnap_get(snap, d->t_revs, key, REVS_KEY, v);
+	return rc == BARREL_E_NOTFOUND ? BARREL_E_CORRUPT : rc;
 }
 
 /* A document record read into out (see docdb_get). */
@@ -1168,7 +1319,7 @@ static int read_doc(struct docdb *d, struct bsnap *snap, const char *id,
 	}
 	if (!rev || rev_eq(rev, &w))
 		rc = fill_doc(out, id, idlen, &w, seq, rec.winner, rec.winner_len);
-	else if (!(rc = get_body(d, snap, id, idlen, t, rev, &body)))
+	else if (!(rc = get_body(d, snap, t, rev, &body)))
 		rc = fill_doc(out, id, idlen, rev, seq, body.data, body.len);
 	if (!rc && (flags & DOC_GET_TREE)) {
 		out->tree = t;
@@ -1334,7 +1485,7 @@ int doc_json(const struct doc *doc, unsigned flags, struct json_object **out)
 {
 	struct json_object *o = json_object_new_object();
 	struct body b;
-	int rc = body_parse(doc->body, doc->len, &b, NULL);
+	int rc = body_parse_json(doc->body, doc->len, &b, NULL);
 
 	if (!rc && !o)
 		rc = -ENOMEM;

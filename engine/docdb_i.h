@@ -21,8 +21,8 @@ struct docdb {
 #define REVREC_DELETED 0x01
 #define REVREC_HEAD 14u               /* version, flags, time_ms, natt */
 
-/* A decoded revision record. atts (names and types) are owned; body is
- * borrowed from the buffer decoded. */
+/* A decoded revision record (docdb.c writes them). atts (names and
+ * types) are owned; body is borrowed from the buffer decoded. */
 struct revrec {
 	bool deleted;
 	int64_t time_ms;
@@ -35,11 +35,6 @@ struct revrec {
 /* Validate and decode; BARREL_E_CORRUPT (logged) when malformed. */
 int revrec_decode(const void *buf, size_t len, struct revrec *out);
 void revrec_release(struct revrec *r);
-
-/* Encode into a malloc'ed buffer owned by the caller. atts sorted. */
-int revrec_encode(bool deleted, int64_t time_ms, const struct doc_att *atts,
-		  size_t natts, const char *body, size_t len, uint8_t **out,
-		  size_t *outlen);
 
 /* Deep copy of src's strings into dst (other fields copied). */
 int doc_att_copy(struct doc_att *dst, const struct doc_att *src);

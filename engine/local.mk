@@ -11,7 +11,7 @@ libbarrel_a_SOURCES = \
 	engine/db.h engine/db_i.h engine/db.c engine/txn.c engine/snap.c \
 	engine/checkpoint.c engine/recover.c engine/blob.c engine/gc.c \
 	engine/revtree.h engine/revtree.c \
-	engine/body.h engine/body.c \
+	engine/body.h engine/body_i.h engine/body.c engine/bodyscan.c \
 	engine/docdb.h engine/docdb_i.h engine/docdb.c engine/docatt.c \
 	engine/docname.h engine/docname.c engine/docdiff.h engine/docdiff.c
 libbarrel_a_CFLAGS = $(AM_CFLAGS) $(URING_CFLAGS) $(XXHASH_CFLAGS) \

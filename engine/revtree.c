@@ -567,10 +567,14 @@ int revtree_stem(struct revtree *t, uint32_t limit, revtree_prune_cb cb,
 
 	if (limit < 1)
 		return BARREL_E_INVALID;
-	keep = calloc(t->n ? t->n : 1, sizeof(*keep));
+	if (removed)
+		*removed = 0;
+	if (t->n <= limit)            /* no path is longer than limit */
+		return 0;
+	keep = calloc(t->n, sizeof(*keep));
 	if (!keep)
 		return -ENOMEM;
-	map = malloc((t->n ? t->n : 1) * sizeof(*map));
+	map = malloc(t->n * sizeof(*map));
 	if (!map) {
 		err = -ENOMEM;
 		goto out_free_keep;
@@ -733,6 +737,7 @@ int revtree_revs_diff(const struct revtree *t, const struct rev *revs,
 #define RT_VERSION 1u
 #define RT_HDR_SIZE 5u
 #define RT_ENTRY_MIN 7u   /* flags, hash_len, parent, one hash byte */
+#define RT_ENCODE_STACK 32u   /* nodes encoded without malloc */
 
 enum rt_enc_flags {
 	RTE_DELETED = 1 << 0,
@@ -804,43 +809,67 @@ static uint8_t *put_entry(uint8_t *p, const struct rt_node *nd,
 	return p + nd->rev.len;
 }
 
-int revtree_encode(const struct revtree *t, uint8_t **buf, size_t *len)
+size_t revtree_encoded_size(const struct revtree *t)
 {
-	const struct rt_node **order;
-	uint32_t *pos;
 	size_t size = RT_HDR_SIZE;
-	uint8_t *out, *p;
-	int err = -ENOMEM;
 
-	order = malloc((t->n ? t->n : 1) * sizeof(*order));
-	if (!order)
-		return -ENOMEM;
-	pos = malloc((t->n ? t->n : 1) * sizeof(*pos));
-	if (!pos)
-		goto out_free_order;
-	for (uint32_t i = 0; i < t->n; i++) {
-		order[i] = &t->node[i];
+	for (uint32_t i = 0; i < t->n; i++)
 		size += entry_size(&t->node[i]);
-	}
+	return size;
+}
+
+/* The encoding into buf, given the nodes sorted (order) and each node's
+ * entry number (pos). */
+static void encode_sorted(const struct revtree *t,
+			  const struct rt_node **order, uint32_t *pos,
+			  uint8_t *buf)
+{
+	uint8_t *p = buf + RT_HDR_SIZE;
+
+	for (uint32_t i = 0; i < t->n; i++)
+		order[i] = &t->node[i];
 	qsort(order, t->n, sizeof(*order), node_ptr_cmp);
 	for (uint32_t i = 0; i < t->n; i++)
 		pos[order[i] - t->node] = i;
-	out = malloc(size);
-	if (!out)
-		goto out_free_pos;
-	out[0] = RT_VERSION;
-	put_le32(out + 1, t->n);
-	p = out + RT_HDR_SIZE;
+	buf[0] = RT_VERSION;
+	put_le32(buf + 1, t->n);
 	for (uint32_t i = 0; i < t->n; i++)
 		p = put_entry(p, order[i], pos);
+}
+
+int revtree_encode_to(const struct revtree *t, uint8_t *buf)
+{
+	const struct rt_node *order_stack[RT_ENCODE_STACK], **order = order_stack;
+	uint32_t pos_stack[RT_ENCODE_STACK], *pos = pos_stack;
+
+	if (t->n > RT_ENCODE_STACK) {
+		order = malloc(t->n * sizeof(*order));
+		pos = malloc(t->n * sizeof(*pos));
+	}
+	if (order && pos)
+		encode_sorted(t, order, pos, buf);
+	if (order != order_stack) {
+		free(order);
+		free(pos);
+	}
+	return order && pos ? 0 : -ENOMEM;
+}
+
+int revtree_encode(const struct revtree *t, uint8_t **buf, size_t *len)
+{
+	size_t size = revtree_encoded_size(t);
+	uint8_t *out = malloc(size);
+	int err;
+
+	if (!out)
+		return -ENOMEM;
+	if ((err = revtree_encode_to(t, out))) {
+		free(out);
+		return err;
+	}
 	*buf = out;
 	*len = size;
-	err = 0;
-out_free_pos:
-	free(pos);
-out_free_order:
-	free(order);
-	return err;
+	return 0;
 }
 
 /* A bounded reader over the encoding; fail names the first problem. */

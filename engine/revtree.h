@@ -214,6 +214,10 @@ int revtree_prune_bodies(struct revtree *t, uint32_t keep_last_n,
  */
 int revtree_encode(const struct revtree *t, uint8_t **buf, size_t *len);
 
+/* The same into the caller's buf of revtree_encoded_size(t) bytes. */
+size_t revtree_encoded_size(const struct revtree *t);
+int revtree_encode_to(const struct revtree *t, uint8_t *buf);
+
 /*
  * Parse and validate an encoding. *out is owned by the caller
  * (revtree_free()). BARREL_E_VERSION for an unknown version,

@@ -6,10 +6,13 @@
  * limits, trailing text), the reserved '_' members it extracts and checks,
  * the revision ids body_rev() derives (checked against FORMAT.md "Revision
  * ids" and "Canonical body" byte for byte), body_normalize() and
- * body_utf8_valid().
+ * body_utf8_valid(); and that body_parse()'s scan agrees with the json-c
+ * parse, body_parse_json(), on every text here, the fuzz corpus and
+ * generated bodies.
  */
 
 #include <check.h>
+#include <dirent.h>
 #include <json-c/json.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -58,7 +61,39 @@ static int parse_n(const char *text, size_t len, struct body *b, char *err)
 	return body_parse(text, len, b, err);
 }
 
-/* Parse a NUL-terminated text that must be accepted. */
+/*
+ * The json-c parse of text agrees with body_parse()'s result b (rc): the
+ * same code, and for an accepted body the same reserved members and the
+ * same revision id.
+ */
+static void parses_agree(const char *text, size_t len, int rc,
+			 const struct body *b)
+{
+	struct body j;
+	struct rev r1, r2;
+	int jrc = body_parse_json(text, len, &j, NULL);
+
+	ck_assert_msg(jrc == rc, "%.*s: body_parse %d, body_parse_json %d",
+		      (int)(len < 80 ? len : 80), text, rc, jrc);
+	if (!rc) {
+		ck_assert(b->idlen == j.idlen && (b->id == NULL) == (j.id == NULL));
+		ck_assert(!j.id || !memcmp(b->id, j.id, j.idlen));
+		ck_assert(b->has_rev == j.has_rev && rev_eq(&b->rev, &j.rev));
+		ck_assert(b->deleted == j.deleted && b->plain == j.plain);
+		ck_assert((b->attachments == NULL) == (j.attachments == NULL));
+		ck_assert_uint_eq(b->nrevisions, j.nrevisions);
+		for (size_t i = 0; i < j.nrevisions; i++)
+			ck_assert(rev_eq(&b->revisions[i], &j.revisions[i]));
+		ck_assert_int_eq(body_rev(b, NULL, false, NULL, 0, &r1), 0);
+		ck_assert_int_eq(body_rev(&j, NULL, false, NULL, 0, &r2), 0);
+		ck_assert_msg(rev_eq(&r1, &r2), "%.*s: revision ids differ",
+			      (int)(len < 80 ? len : 80), text);
+	}
+	body_release(&j);
+}
+
+/* Parse a NUL-terminated text that must be accepted (by json-c too); b
+ * gets its json-c tree as well. */
 static void parse_ok(const char *text, struct body *b)
 {
 	char err[BODY_ERRLEN];
@@ -66,12 +101,14 @@ static void parse_ok(const char *text, struct body *b)
 
 	ck_assert_msg(rc == 0, "rejected %s: %d (%s) %s", text, rc,
 		      barrel_strerror(rc), err);
+	parses_agree(text, strlen(text), rc, b);
+	ck_assert_int_eq(body_object(b, NULL), 0);
 	ck_assert_ptr_nonnull(b->obj);
 	ck_assert(json_object_is_type(b->obj, json_type_object));
 }
 
-/* Parse len bytes that must fail with want and a reason; returns nothing
- * but checks the body can be released after the error. */
+/* Parse len bytes that must fail with want and a reason (by json-c too);
+ * returns nothing but checks the body can be released after the error. */
 static void parse_fails_n(const char *text, size_t len, int want)
 {
 	char err[BODY_ERRLEN];
@@ -87,6 +124,7 @@ static void parse_fails_n(const char *text, size_t len, int want)
 		      (int)(len < 60 ? len : 60), text);
 	ck_assert_msg(memchr(err, '\0', BODY_ERRLEN) != NULL,
 		      "reason not terminated");
+	parses_agree(text, len, rc, &b);
 	body_release(&b);
 	/* err may be NULL */
 	rc = parse_n(text, len, &b, NULL);
@@ -119,19 +157,25 @@ static bool names_number(const char *err, size_t n)
 	return false;
 }
 
-/* body_rev of text with an optional parent (string) and flags. */
+/* body_rev of text with an optional parent (string) and flags; the
+ * json-c parse must give the same id. */
 static struct rev rev_of(const char *text, const char *parent, bool deleted,
 			 const struct body_att_digest *atts, size_t n)
 {
-	struct body b;
-	struct rev p, out;
+	struct body b, j;
+	struct rev p, out, jout;
 
 	parse_ok(text, &b);
+	ck_assert_int_eq(body_parse_json(text, strlen(text), &j, NULL), 0);
 	if (parent)
 		p = R(parent);
 	memset(&out, 0, sizeof(out));
 	ck_assert_int_eq(body_rev(&b, parent ? &p : NULL, deleted, atts, n,
 				  &out), 0);
+	ck_assert_int_eq(body_rev(&j, parent ? &p : NULL, deleted, atts, n,
+				  &jout), 0);
+	ck_assert(rev_eq(&out, &jout));
+	body_release(&j);
 	body_release(&b);
 	return out;
 }
@@ -230,6 +274,7 @@ START_TEST(test_parse_valid_objects)
 	}
 	/* the length given counts, not a NUL: a prefix that is an object */
 	ck_assert_int_eq(parse_n("{\"a\":1}garbage", 7, &b, NULL), 0);
+	ck_assert_int_eq(body_object(&b, NULL), 0);
 	ck_assert_int_eq(json_object_object_length(b.obj), 1);
 	body_release(&b);
 }
@@ -421,6 +466,7 @@ START_TEST(test_parse_too_big)
 	memset(s + 6, 'x', len - 8);
 	memcpy(s + len - 2, "\"}", 2);
 	ck_assert_int_eq(parse_n(s, len, &b, NULL), 0);
+	ck_assert_int_eq(body_object(&b, NULL), 0);
 	ck_assert_uint_eq(json_object_get_string_len(
 		json_object_object_get(b.obj, "a")), len - 8);
 	body_release(&b);
@@ -823,6 +869,7 @@ START_TEST(test_normalize)
 	ck_assert_int_eq(out2[len2 - 1], '\n');
 	body_release(&b2);
 	ck_assert_int_eq(parse_n(out2, len2, &b2, NULL), 0);
+	ck_assert_int_eq(body_object(&b2, NULL), 0);
 	ck_assert_int_eq(json_object_object_length(b2.obj), 0);
 	free(out2);
 	body_release(&b3);
@@ -927,6 +974,327 @@ START_TEST(test_utf8_alignment)
 }
 END_TEST
 
+/* ---- the scan against json-c ---- */
+
+/* body_parse() builds no json-c tree but for "_attachments";
+ * body_object() builds it once; body_parse_json() always has it. */
+START_TEST(test_scan_object_on_demand)
+{
+	const char *plain = "{\"_id\":\"d\",\"a\":[1,{\"b\":null}]}";
+	const char *atts = "{\"_attachments\":{\"f\":{\"stub\":true}}}";
+	struct json_object *first;
+	struct body b;
+
+	ck_assert_int_eq(parse_n(plain, strlen(plain), &b, NULL), 0);
+	ck_assert_ptr_null(b.obj);
+	ck_assert_int_eq(body_object(&b, NULL), 0);
+	ck_assert_ptr_nonnull(first = b.obj);
+	ck_assert_int_eq(body_object(&b, NULL), 0);
+	ck_assert_ptr_eq(b.obj, first);
+	ck_assert_int_eq(json_object_object_length(b.obj), 2);
+	body_release(&b);
+
+	ck_assert_int_eq(parse_n(atts, strlen(atts), &b, NULL), 0);
+	ck_assert_ptr_nonnull(b.obj);
+	ck_assert_ptr_nonnull(b.attachments);
+	body_release(&b);
+
+	ck_assert_int_eq(body_parse_json(plain, strlen(plain), &b, NULL), 0);
+	ck_assert_ptr_nonnull(b.obj);
+	ck_assert_uint_eq(b.idlen, 1);
+	body_release(&b);
+}
+END_TEST
+
+/* A name given twice counts once with its last value, in the canonical
+ * form and among reserved members, which are checked in the order their
+ * names first appear (json-c's). */
+START_TEST(test_scan_repeated_names)
+{
+	static const struct {
+		const char *text;
+		int rc;
+	} cases[] = {
+		{ "{\"a\":1,\"b\":[2],\"a\":{\"c\":3,\"c\":4}}", 0 },
+		{ "{\"_id\":1,\"_id\":\"x\"}", 0 },
+		{ "{\"_id\":\"x\",\"_id\":1}", BARREL_E_INVALID },
+		{ "{\"_rev\":\"bad\",\"_id\":1}", BARREL_E_BADREV },
+		{ "{\"_id\":1,\"_rev\":\"bad\"}", BARREL_E_INVALID },
+		{ "{\"_id\":1,\"_rev\":\"bad\",\"_id\":\"x\"}", BARREL_E_BADREV },
+		{ "{\"_x\":1,\"_id\":1}", BARREL_E_INVALID },
+		{ "{\"_deleted\":1,\"_x\":1,\"_deleted\":true}", BARREL_E_INVALID },
+		{ "{\"_revisions\":{\"start\":\"1\",\"ids\":[\"a\"],\"start\":2,"
+		  "\"ids\":[\"b\",\"a\"]}}", 0 },
+		{ "{\"_conflicts\":1,\"_conflicts\":2,\"_id\":\"d\"}", 0 },
+	};
+	struct body b;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *t = cases[i].text;
+		int rc = parse_n(t, strlen(t), &b, NULL);
+
+		ck_assert_msg(rc == cases[i].rc, "%s: %d, want %d", t, rc,
+			      cases[i].rc);
+		parses_agree(t, strlen(t), rc, &b);
+		body_release(&b);
+	}
+	{
+		struct rev x = rev_of("{\"a\":1,\"b\":2,\"a\":3}", NULL, false,
+				      NULL, 0);
+		struct rev y = rev_of("{\"b\":2,\"a\":3}", NULL, false, NULL, 0);
+
+		ck_assert(rev_eq(&x, &y));
+	}
+	parse_ok("{\"_id\":1,\"_id\":\"x\"}", &b);
+	ck_assert_uint_eq(b.idlen, 1);
+	ck_assert_str_eq(b.id, "x");
+	body_release(&b);
+}
+END_TEST
+
+/* Escapes, surrogates, names that sort by bytes, and numbers of every
+ * kind hash the same from the scan as from json-c. */
+START_TEST(test_scan_values)
+{
+	static const char *texts[] = {
+		"{\"s\":\"\\ud800\",\"t\":\"\\udc00x\",\"u\":\"\\ud800\\u0041\"}",
+		"{\"s\":\"\\ud800\\ud800\\udc00\",\"t\":\"\\udbff\\udfff\"}",
+		"{\"\\ud836\\udd1e\":\"\\ud834\\udd1e\\ud836\\udd1e\\ud877\\udfff\","
+		"\"x\":\"\\ud875\\udfff\\ud878\\udc00\\udbf6\\udc00\"}",
+		"{\"s\":\"\\ud800\\\\\",\"t\":\"\\ud800\\\"\",\"u\":\"a\\u0000b\"}",
+		"{\"\\u005fid\":\"x\",\"\\u0061\":1,\"a\\u00e9\":2,\"a\\t\":3}",
+		"{\"b\":1,\"a\":2,\"ab\":3,\"\":4,\"\\u00e9\":5,\"z\":6,\"\xc3\xa9x\":7}",
+		"{\"k\":[-0,0,-1,9223372036854775807,9223372036854775808,"
+		"-9223372036854775808,18446744073709551615]}",
+		"{\"d\":[-0.0,0.0,1E400,-1e-400,4.9e-324,2.2250738585072011e-308,"
+		"0.1,1e2,1.7976931348623157e308,123456789012345678901234567890.5,"
+		"0.30000000000000000000000000000000000000000000000001]}",
+		"{\"n\":[true,false,null,[],{},[[]],{\"a\":{}}]}",
+		"{\"m\":{\"q\":1,\"p\":2,\"o\":3,\"n\":4,\"m\":5,\"l\":6,\"k\":7,"
+		"\"j\":8,\"i\":9,\"h\":10,\"g\":11,\"f\":12,\"e\":13,\"d\":14,"
+		"\"c\":15,\"b\":16,\"a\":17,\"a\":18,\"r\":19}}",
+		"{\"_revisions\":{\"start\":2,\"ids\":[\"b\\u0000x\",\"a\"]}}",
+		"{\"_id\":\"caf\\u00e9\",\"_rev\":\"1-\\u0061bc\"}",
+		"{\"_revisions\":{\"start\":9223372036854775808,\"ids\":[\"a\"]}}",
+	};
+	struct body b;
+
+	for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+		int rc = parse_n(texts[i], strlen(texts[i]), &b, NULL);
+
+		parses_agree(texts[i], strlen(texts[i]), rc, &b);
+		body_release(&b);
+	}
+}
+END_TEST
+
+/* Every file of the fuzz corpus: the scan and json-c agree. */
+START_TEST(test_scan_corpus)
+{
+	const char *top = getenv("abs_top_srcdir");
+	char dir[4096], path[8192];
+	struct dirent *de;
+	size_t files = 0;
+	DIR *d;
+
+	snprintf(dir, sizeof(dir), "%s/tests/fuzz/corpus_body",
+		 top && *top ? top : ".");
+	ck_assert_msg((d = opendir(dir)) != NULL, "%s", dir);
+	while ((de = readdir(d)) != NULL) {
+		char *text;
+		size_t len;
+		struct body b;
+		FILE *f;
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		ck_assert_ptr_nonnull(f = fopen(path, "rb"));
+		ck_assert_ptr_nonnull(text = malloc(BODY_MAX_LEN + 2));
+		len = fread(text, 1, BODY_MAX_LEN + 1, f);
+		fclose(f);
+		parses_agree(text, len, parse_n(text, len, &b, NULL), &b);
+		body_release(&b);
+		free(text);
+		files++;
+	}
+	closedir(d);
+	ck_assert_uint_gt(files, 10);
+}
+END_TEST
+
+/* Bodies parsed in one pool read as parsed alone, every one alive at
+ * once (a bulk), also past a pool chunk and with decoded strings. */
+START_TEST(test_scan_pool)
+{
+	static const char *texts[] = {
+		"{\"_id\":\"a\",\"x\":[1,2,{\"y\":\"z\"}]}",
+		"{\"_id\":\"caf\\u00e9\",\"s\":\"\\ud83d\\ude00\\n\"}",
+		"{\"_rev\":\"1-abc\",\"_deleted\":true}",
+		"{\"_revisions\":{\"start\":2,\"ids\":[\"b\",\"a\"]},\"k\":\"v\"}",
+		"[\"not\",\"an object\"]",
+		"{\"_attachments\":{\"f\":{\"stub\":true}},\"n\":1.5}",
+	};
+	enum { N = 600 };
+	static struct body b[N];
+	struct body_pool *pool;
+	struct body alone;
+	struct rev r1, r2;
+
+	ck_assert_int_eq(body_pool_new(&pool), 0);
+	for (size_t i = 0; i < N; i++) {
+		const char *t = texts[i % 6];
+
+		ck_assert_int_eq(body_parse_in(pool, t, strlen(t), &b[i], NULL),
+				 i % 6 == 4 ? BARREL_E_NOTOBJECT : 0);
+	}
+	for (size_t i = 0; i < N; i++) {
+		const char *t = texts[i % 6];
+
+		if (i % 6 == 4)
+			continue;
+		ck_assert_int_eq(body_parse(t, strlen(t), &alone, NULL), 0);
+		ck_assert_uint_eq(b[i].idlen, alone.idlen);
+		ck_assert(!b[i].id || !strcmp(b[i].id, alone.id));
+		ck_assert_uint_eq(b[i].nrevisions, alone.nrevisions);
+		ck_assert(b[i].plain == alone.plain);
+		ck_assert_int_eq(body_rev(&b[i], NULL, false, NULL, 0, &r1), 0);
+		ck_assert_int_eq(body_rev(&alone, NULL, false, NULL, 0, &r2), 0);
+		ck_assert(rev_eq(&r1, &r2));
+		body_release(&alone);
+	}
+	for (size_t i = 0; i < N; i++)
+		body_release(&b[i]);
+	body_pool_free(pool);
+	body_pool_free(NULL);
+}
+END_TEST
+
+/* A JSON text generator for the agreement test: a fixed seed, objects
+ * with repeated and reserved names, strings with every kind of escape
+ * and raw UTF-8, numbers of every range. */
+struct gen {
+	char buf[1 << 16];
+	size_t n;
+	uint64_t rng;
+};
+
+static uint32_t gen_next(struct gen *g, uint32_t below)
+{
+	g->rng = g->rng * 6364136223846793005ull + 1442695040888963407ull;
+	return (uint32_t)(g->rng >> 33) % below;
+}
+
+static void gen_puts(struct gen *g, const char *s)
+{
+	size_t l = strlen(s);
+
+	ck_assert_uint_lt(g->n + l, sizeof(g->buf));
+	memcpy(g->buf + g->n, s, l);
+	g->n += l;
+}
+
+static void gen_string(struct gen *g, bool name, bool top)
+{
+	static const char *const pieces[] = {
+		"a", "b", "ab", "_", "x y", "\\n", "\\\"", "\\\\", "\\/", "\\t",
+		"\\u00e9", "\xc3\xa9", "\\ud83d\\ude00", "\xf0\x9f\x98\x80",
+		"\\ud800", "\\udc00", "\\u0041", "\\u0000", "\\uFFFF", "\\u005f",
+		"\\ud836\\udd1e", "\\udbf7\\udc00",
+	};
+	static const char *const reserved[] = {
+		"_id", "_rev", "_deleted", "_conflicts", "_x", "_revisions",
+	};
+	uint32_t n = gen_next(g, 4);
+
+	gen_puts(g, "\"");
+	if (top && gen_next(g, 8) == 0) {
+		gen_puts(g, reserved[gen_next(g, 6)]);
+		n = 0;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		const char *p = pieces[gen_next(g, sizeof(pieces) / sizeof(pieces[0]))];
+
+		if (!(name && !strcmp(p, "\\u0000")))
+			gen_puts(g, p);
+	}
+	gen_puts(g, "\"");
+}
+
+static void gen_number(struct gen *g)
+{
+	static const char *const nums[] = {
+		"0", "-0", "1", "-1", "42", "9223372036854775807",
+		"9223372036854775808", "-9223372036854775808",
+		"18446744073709551615", "0.5", "-0.0", "1e3", "1E-3", "2.5e+10",
+		"1e400", "-1e-400", "3.141592653589793238462643383279",
+	};
+
+	gen_puts(g, nums[gen_next(g, sizeof(nums) / sizeof(nums[0]))]);
+}
+
+static void gen_value(struct gen *g, unsigned depth, bool top);
+
+static void gen_container(struct gen *g, bool object, unsigned depth, bool top)
+{
+	uint32_t n = gen_next(g, depth > 3 ? 2 : 6);
+
+	gen_puts(g, object ? "{" : "[");
+	for (uint32_t i = 0; i < n; i++) {
+		if (i)
+			gen_puts(g, gen_next(g, 2) ? "," : " ,\n ");
+		if (object) {
+			gen_string(g, true, top);
+			gen_puts(g, ":");
+		}
+		gen_value(g, depth + 1, false);
+	}
+	gen_puts(g, object ? "}" : "]");
+}
+
+static void gen_value(struct gen *g, unsigned depth, bool top)
+{
+	switch (gen_next(g, depth > 4 ? 3 : 6)) {
+	case 0:
+		gen_string(g, false, false);
+		break;
+	case 1:
+		gen_number(g);
+		break;
+	case 2:
+		gen_puts(g, gen_next(g, 3) == 0 ? "true" :
+			    gen_next(g, 2) ? "false" : "null");
+		break;
+	case 3:
+		gen_container(g, false, depth, false);
+		break;
+	default:
+		gen_container(g, true, depth, top);
+		break;
+	}
+}
+
+/* Generated bodies: the scan and json-c agree on every one. */
+START_TEST(test_scan_generated)
+{
+	static struct gen g = { .rng = 0x626f6479ull };
+	size_t accepted = 0;
+	struct body b;
+
+	for (int i = 0; i < 5000; i++) {
+		int rc;
+
+		g.n = 0;
+		gen_container(&g, true, 0, true);
+		rc = parse_n(g.buf, g.n, &b, NULL);
+		parses_agree(g.buf, g.n, rc, &b);
+		accepted += rc == 0;
+		body_release(&b);
+	}
+	ck_assert_uint_gt(accepted, 2500);
+}
+END_TEST
+
 static Suite *body_suite(void)
 {
 	Suite *s = suite_create("body");
@@ -953,6 +1321,12 @@ static Suite *body_suite(void)
 	tcase_add_test(tc, test_normalize);
 	tcase_add_test(tc, test_utf8_valid);
 	tcase_add_test(tc, test_utf8_alignment);
+	tcase_add_test(tc, test_scan_object_on_demand);
+	tcase_add_test(tc, test_scan_repeated_names);
+	tcase_add_test(tc, test_scan_values);
+	tcase_add_test(tc, test_scan_corpus);
+	tcase_add_test(tc, test_scan_pool);
+	tcase_add_test(tc, test_scan_generated);
 	suite_add_tcase(s, tc);
 	return s;
 }

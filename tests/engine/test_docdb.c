@@ -328,11 +328,20 @@ struct enc {
 	size_t len;
 };
 
+/* Forget where a body is kept (for the tree_enc() below). */
+static int clear_body_ref(void *arg, const struct revtree_info *ri)
+{
+	return revtree_set_body(arg, &ri->rev, ri->has_body, 0);
+}
+
+/* The encoded tree of id without body_ref: where bodies are kept is the
+ * database's own (FORMAT.md "Documents"), not part of the history. */
 static struct enc tree_enc(struct docdb *d, const char *id)
 {
 	struct revtree *t = tree_of(d, id, NULL);
 	struct enc e;
 
+	OK(revtree_each(t, clear_body_ref, t));
 	OK(revtree_encode(t, &e.buf, &e.len));
 	revtree_free(t);
 	return e;
@@ -1203,6 +1212,83 @@ START_TEST(test_revs_limit)
 		}
 		ck_assert_uint_eq(stat_of(f.d).entries, e20);
 	}
+	fx_close(&f);
+}
+END_TEST
+
+/* Entries of the table name of d's database (FORMAT.md "Documents"). */
+static size_t table_count(struct docdb *d, const char *name)
+{
+	struct bsnap *snap;
+	struct bcursor *c;
+	struct bentry en;
+	uint32_t id;
+	size_t n = 0;
+	int rc;
+
+	OK(bdb_table(docdb_bdb(d), name, &id));
+	OK(bdb_snapshot(docdb_bdb(d), &snap));
+	OK(bsnap_scan(snap, id, NULL, 0, NULL, 0, 0, &c));
+	while ((rc = bcursor_next(c, &en)) == 1)
+		n++;
+	ck_assert_int_eq(rc, 0);
+	bcursor_free(c);
+	bsnap_release(snap);
+	return n;
+}
+
+/* Bodies move between the document record and "revs" as the winner
+ * changes: "revs" holds exactly the kept bodies that do not win, every
+ * one stays readable, and body numbers are not reused after a reopen. */
+START_TEST(test_bodies_follow_winner)
+{
+	struct docdb_opts o = { .keep_bodies = 1 };
+	struct rev r1, r2, r3, b3, b4, r5;
+	char b3s[REV_STR_SIZE];
+	struct fx f;
+
+	fx_open(&f);
+	r1 = put_ok(f.d, "b", "{\"v\":1}", NULL);
+	ck_assert_uint_eq(table_count(f.d, "revs"), 0);
+	r2 = put_ok(f.d, "b", "{\"v\":2}", &r1);
+	ck_assert_uint_eq(table_count(f.d, "revs"), 1);          /* r1 */
+	/* a longer branch from r1 wins: r2 goes to "revs" */
+	snprintf(b3s, sizeof(b3s), "3-%s", "ffffffffffffffffffffffffffffffff");
+	ck_assert_int_eq(rep(f.d, "b", "\"v\":\"b\"", false, NULL, b3s,
+			     "2-eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee", RS(&r1).s,
+			     NULL), 0);
+	b3 = R(b3s);
+	expect_winner(f.d, "b", b3s, false);
+	ck_assert_uint_eq(table_count(f.d, "revs"), 2);          /* r1 r2 */
+	/* deleting it lets r2 win again: r2 leaves "revs", b3 and the
+	 * tombstone go there */
+	b4 = del_ok(f.d, "b", &b3);
+	expect_winner(f.d, "b", RS(&r2).s, false);
+	ck_assert_uint_eq(table_count(f.d, "revs"), 3);   /* r1 b3 b4 */
+	expect_body(f.d, "b", NULL, "{\"v\":2}");
+	expect_body(f.d, "b", &r1, "{\"v\":1}");
+	expect_member(f.d, "b", &b3, 0, "v", "b");
+	expect_get_rc(f.d, "b", &b4, 0, 0);
+
+	/* after a reopen the counter goes on: nothing is overwritten */
+	fx_reopen(&f);
+	r3 = put_ok(f.d, "b", "{\"v\":3}", &r2);
+	ck_assert_uint_eq(table_count(f.d, "revs"), 4);
+	expect_winner(f.d, "b", RS(&r3).s, false);
+	expect_body(f.d, "b", NULL, "{\"v\":3}");
+	expect_body(f.d, "b", &r2, "{\"v\":2}");
+	expect_body(f.d, "b", &r1, "{\"v\":1}");
+	expect_member(f.d, "b", &b3, 0, "v", "b");
+	fx_close(&f);
+
+	/* keep_bodies 1 on a line of edits: the winner's body only */
+	fx_open_opts(&f, &o);
+	r1 = put_ok(f.d, "k", "{\"v\":1}", NULL);
+	r2 = put_ok(f.d, "k", "{\"v\":2}", &r1);
+	r5 = put_ok(f.d, "k", "{\"v\":3}", &r2);
+	ck_assert_uint_eq(table_count(f.d, "revs"), 0);
+	expect_body(f.d, "k", &r5, "{\"v\":3}");
+	expect_get_rc(f.d, "k", &r1, 0, BARREL_E_NOTFOUND);
 	fx_close(&f);
 }
 END_TEST
@@ -2839,6 +2925,7 @@ static Suite *docdb_suite(void)
 	tcase_add_test(tc, test_conflicts);
 	tcase_add_test(tc, test_revs_limit);
 	tcase_add_test(tc, test_keep_bodies);
+	tcase_add_test(tc, test_bodies_follow_winner);
 	tcase_add_test(tc, test_changes);
 	tcase_add_test(tc, test_changes_all_leaves);
 	tcase_add_test(tc, test_subscription_wakes);

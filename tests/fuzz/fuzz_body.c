@@ -17,7 +17,10 @@
  *  5. an extracted "_id" is valid UTF-8 and NUL-terminated; "_rev" and
  *     "_revisions" are valid ids, the path's generations falling by one;
  *     a plain body has neither "_revisions" nor "_attachments";
- *  6. body_utf8_valid() agrees with a reference decoder on the input.
+ *  6. body_utf8_valid() agrees with a reference decoder on the input;
+ *  7. body_parse_json(), the json-c parse, agrees with body_parse()'s
+ *     scan: the same code, and for a body both accept the same reserved
+ *     members and the same revision ids.
  * Built two ways: with fuzz_main.c by gcc for make check, and alone by
  * clang -fsanitize=fuzzer (test_fuzz_body.sh).
  */
@@ -296,7 +299,7 @@ static void check_rev(const struct body *b, const struct rev *parent,
 }
 
 /* Invariant 4: normalize, parse again, compare; normalize once more. */
-static void check_normalize(const struct body *b, const struct rev *rev)
+static void check_normalize(struct body *b, const struct rev *rev)
 {
 	struct body again = { 0 };
 	char err[BODY_ERRLEN];
@@ -325,6 +328,36 @@ static void check_normalize(const struct body *b, const struct rev *rev)
 	free(text);
 }
 
+/* Invariant 7: the json-c parse of the input against the scan's (rc, b,
+ * and rev: b's id as a new document). */
+static void check_json_agrees(const uint8_t *data, size_t size, int rc,
+			      const struct body *b, const struct rev *rev)
+{
+	struct body j = { 0 };
+	struct rev jrev;
+	int jrc = body_parse_json((const char *)data, size, &j, NULL);
+
+	if (jrc != rc)
+		fprintf(stderr, "fuzz_body: body_parse %d, body_parse_json %d\n",
+			rc, jrc);
+	CHECK(jrc == rc);
+	if (rc) {
+		body_release(&j);
+		return;
+	}
+	CHECK((j.id == NULL) == (b->id == NULL));
+	CHECK(!j.id || (j.idlen == b->idlen && !memcmp(j.id, b->id, j.idlen)));
+	CHECK(j.has_rev == b->has_rev && (!j.has_rev || rev_eq(&j.rev, &b->rev)));
+	CHECK(j.deleted == b->deleted && j.plain == b->plain);
+	CHECK((j.attachments == NULL) == (b->attachments == NULL));
+	CHECK(j.nrevisions == b->nrevisions);
+	for (size_t i = 0; i < j.nrevisions; i++)
+		CHECK(rev_eq(&j.revisions[i], &b->revisions[i]));
+	CHECK(body_rev(&j, NULL, false, NULL, 0, &jrev) == 0);
+	CHECK(rev_eq(&jrev, rev));
+	body_release(&j);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	bool has_nul = size > 0 && memchr(data, '\0', size) != NULL;
@@ -339,6 +372,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	rc = body_parse((const char *)data, size, &b, err);
 	if (rc) {
 		check_error(rc, err);
+		check_json_agrees(data, size, rc, &b, NULL);
 		body_release(&b);
 		return 0;
 	}
@@ -347,6 +381,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	CHECK(ref_json_object(data, size));
 	check_reserved(&b);
 	check_rev(&b, NULL, &rev);
+	check_json_agrees(data, size, rc, &b, &rev);
 	if (b.has_rev && b.rev.gen < REV_GEN_MAX)
 		check_rev(&b, &b.rev, &child);
 	check_normalize(&b, &rev);

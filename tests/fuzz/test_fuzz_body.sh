@@ -67,7 +67,8 @@ engine="$abs_top_srcdir/engine"
 	-I"$abs_top_srcdir" -I"$abs_top_builddir" \
 	-include "$abs_top_srcdir/engine/banned.h" \
 	"$abs_top_srcdir/tests/fuzz/fuzz_body.c" \
-	"$engine/body.c" "$engine/revtree.c" "$engine/error.c" \
+	"$engine/body.c" "$engine/bodyscan.c" "$engine/revtree.c" \
+	"$engine/error.c" \
 	"$engine/log.c" \
 	$deps -o "$tmp/fuzz_body" >"$tmp/build.log" 2>&1 ||
 	{ cat "$tmp/build.log" >&2; fail "building the libFuzzer target"; }
