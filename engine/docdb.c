@@ -1171,6 +1171,15 @@ static int nums_store(struct docdb *d, struct btxn *txn,
 	return btxn_put(txn, d->t_meta, NEXT_BODY, strlen(NEXT_BODY), v, 8, NULL);
 }
 
+/* May the bulk's commit return before it is durable (DOC_PUT_NOSYNC)? */
+static bool all_lazy(const struct doc_put *req, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!(req[i].flags & DOC_PUT_NOSYNC))
+			return false;
+	return true;
+}
+
 /* The transaction of a bulk: each prepared request in turn (steps 1-6),
  * the body counter, one commit. */
 static int put_bulk(struct docdb *d, struct btxn *txn, struct doc_put *req,
@@ -1196,7 +1205,7 @@ static int put_bulk(struct docdb *d, struct btxn *txn, struct doc_put *req,
 		btxn_abort(txn);
 		return rc ? put_fail_all(req, n, rc) : 0;
 	}
-	rc = btxn_commit(txn);
+	rc = all_lazy(req, n) ? btxn_commit_lazy(txn) : btxn_commit(txn);
 	return rc ? put_fail_all(req, n, rc) : 0;
 }
 

@@ -135,6 +135,10 @@ enum doc_put_flags {
 	 * longer a leaf (someone edited it meanwhile) becomes a conflicting
 	 * branch instead of failing: the mount's stale saves. */
 	DOC_PUT_BRANCH = 1 << 4,
+	/* The commit may return once it is visible, before it is durable
+	 * (btxn_commit_lazy() of db.h), when every write of the bulk says
+	 * so; bdb_sync(docdb_bdb()) makes it durable. The mount's close. */
+	DOC_PUT_NOSYNC = 1 << 5,
 };
 
 /*
@@ -182,7 +186,8 @@ struct doc_put {
  * exists, or the same edit was made before), BARREL_E_NOTFOUND (a stub
  * naming no attachment of the parent), BARREL_E_TOOBIG. A
  * failed write changes nothing. Returns 0 when the commit succeeded (the
- * writes with rc 0 are durable), or the commit's error, also put in the
+ * writes with rc 0 are durable; only visible with DOC_PUT_NOSYNC), or the
+ * commit's error, also put in the
  * rc of every write that had succeeded.
  */
 int docdb_put(struct docdb *d, struct doc_put *req, size_t n);

@@ -203,7 +203,7 @@ static int rec_write(struct fsdb *db, const char *path,
 	if (rc)
 		btxn_abort(txn);
 	else
-		rc = btxn_commit(txn);
+		rc = btxn_commit_lazy(txn);     /* durable at fsync */
 out_free:
 	free(val);
 	return rc;
@@ -430,5 +430,5 @@ int fsrec_move(struct fsdb *db, const char *from, const char *to)
 		btxn_abort(txn);
 		return rc;
 	}
-	return btxn_commit(txn);
+	return btxn_commit_lazy(txn);
 }

@@ -74,7 +74,11 @@ void notes_release(struct fs *fs)
 
 int fs_put(struct fs *fs, struct fsdb *db, struct doc_put *req, size_t n)
 {
-	int rc = docdb_put(db->d, req, n);
+	int rc;
+
+	for (size_t i = 0; i < n; i++)
+		req[i].flags |= DOC_PUT_NOSYNC;   /* durable at fsync */
+	rc = docdb_put(db->d, req, n);
 
 	pthread_mutex_lock(&fs->lock);
 	for (size_t i = 0; !rc && i < n; i++)
@@ -322,6 +326,11 @@ static int open_doc(struct fs *fs, fuse_req_t req, struct node *n,
 		fh->base = n->opened;
 		pthread_mutex_unlock(&n->lock);
 	} else if (!rc) {
+		if (!fh->writes) {
+			pthread_mutex_lock(&n->lock);
+			n->cached = true;      /* its pages may be kept */
+			pthread_mutex_unlock(&n->lock);
+		}
 		fh->base = doc.rev;
 		fh->has_base = true;
 		fh->buf = doc.body;
@@ -585,10 +594,13 @@ static int flush_doc(struct fs *fs, struct fh *fh)
 	free(fh->buf);
 	fh->buf = NULL;
 	fh->len = 0;
-	/* the writes went around the page cache (direct_io); pages read
-	 * before them are stale unless the open truncated them away */
-	if (!(fh->flags & O_TRUNC))
+	/* the writes went around the page cache (direct_io): pages a
+	 * reader cached (before, or meanwhile) are stale now */
+	pthread_mutex_lock(&n->lock);
+	if (!(fh->flags & O_TRUNC) || n->cached)
 		inval_inode(fs, n->ino);
+	n->cached = false;
+	pthread_mutex_unlock(&n->lock);
 	return 0;
 }
 
@@ -632,18 +644,21 @@ int fh_flush(struct fs *fs, fuse_req_t req, struct fh *fh, bool durable)
 	int rc = 0;
 
 	(void)req;
-	(void)durable;
-	if (!fh->writes)
+	if (!fh->writes && !durable)
 		return 0;
 	if ((rc = fsdb_enter(n->p.db)))
 		return rc;
-	if (n->p.kind == NODE_DOC) {
+	if (!fh->writes) {
+		rc = 0;
+	} else if (n->p.kind == NODE_DOC) {
 		rc = flush_doc(fs, fh);
 	} else {
 		pthread_mutex_lock(&n->lock);
 		rc = flush_shared(fs, n, false);
 		pthread_mutex_unlock(&n->lock);
 	}
+	if (!rc && durable)
+		rc = fs_err(bdb_sync(docdb_bdb(n->p.db->d)));
 	fsdb_leave(n->p.db);
 	return rc;
 }

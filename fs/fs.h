@@ -113,6 +113,7 @@ struct node {
 	unsigned writers;         /* open handles that may write */
 	bool dirty;               /* spool differs from the database */
 	bool written;             /* ... by a write (not only truncated) */
+	bool cached;              /* a reader may have its pages cached */
 	bool pending;             /* created, not yet a document (empty) */
 	struct rev opened;        /* the revision last opened (base hint) */
 	bool has_opened;

@@ -839,6 +839,21 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 	reply_err(req, fh_flush(fs_of(req), req, fh_of(fi), true));
 }
 
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
+			struct fuse_file_info *fi)
+{
+	struct node *n = fh_of(fi)->node;
+	int rc = 0;
+
+	(void)ino;
+	(void)datasync;
+	if (n->p.kind != NODE_ROOT && !(rc = fsdb_enter(n->p.db))) {
+		rc = fs_err(bdb_sync(docdb_bdb(n->p.db->d)));
+		fsdb_leave(n->p.db);
+	}
+	reply_err(req, rc);
+}
+
 static void op_release(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
@@ -1062,6 +1077,7 @@ const struct fuse_lowlevel_ops fs_ops = {
 	.opendir = op_opendir,
 	.readdir = op_readdir,
 	.releasedir = op_releasedir,
+	.fsyncdir = op_fsyncdir,
 	.statfs = op_statfs,
 	.setxattr = op_setxattr,
 	.getxattr = op_getxattr,
