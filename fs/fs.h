@@ -157,6 +157,7 @@ struct own_seq {
 	uint64_t seq;
 };
 #define FS_OWN 1024
+#define FS_MOVED_BUCKETS 1024
 
 struct fs {
 	struct benv *env;
@@ -171,7 +172,8 @@ struct fs {
 	struct node **by_ino, **by_name;      /* protected by lock */
 	size_t nbuckets, nnodes;
 	fuse_ino_t next_ino;
-	struct moved *moved;      /* documents moved away, by lock */
+	struct moved *moved[FS_MOVED_BUCKETS];  /* documents moved away or
+	                                           removed, by lock */
 	struct open_note notes[FS_NOTES];     /* by lock, a ring */
 	unsigned next_note;
 	struct own_seq own[FS_OWN];   /* by lock, a ring: recent commits */

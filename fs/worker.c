@@ -62,10 +62,19 @@ void inval_entry(struct fs *fs, fuse_ino_t parent, const char *name)
 
 /* ---- documents moved away ---- */
 
+static size_t moved_bucket(struct fsdb *db, const char *id, size_t idlen)
+{
+	uint64_t h = 0xcbf29ce484222325ull ^ (uintptr_t)db;
+
+	for (size_t i = 0; i < idlen; i++)
+		h = (h ^ (unsigned char)id[i]) * 0x100000001b3ull;
+	return (size_t)(h ^ h >> 31) % FS_MOVED_BUCKETS;
+}
+
 static struct moved **moved_find(struct fs *fs, struct fsdb *db,
 				 const char *id, size_t idlen)
 {
-	struct moved **pp = &fs->moved;
+	struct moved **pp = &fs->moved[moved_bucket(db, id, idlen)];
 
 	while (*pp && ((*pp)->db != db || (*pp)->idlen != idlen ||
 		       memcmp((*pp)->id, id, idlen)))
@@ -76,7 +85,7 @@ static struct moved **moved_find(struct fs *fs, struct fsdb *db,
 void moved_add(struct fs *fs, struct fsdb *db, const char *id, size_t idlen,
 	       const struct rev *rev)
 {
-	struct moved *m = calloc(1, sizeof(*m));
+	struct moved *m = calloc(1, sizeof(*m)), **pp, *old;
 
 	if (!m || !(m->id = malloc(idlen + 1))) {
 		free(m);
@@ -90,8 +99,15 @@ void moved_add(struct fs *fs, struct fsdb *db, const char *id, size_t idlen,
 	clock_gettime(CLOCK_MONOTONIC, &m->due);
 	m->due.tv_sec += fs->opts.grace_s;
 	pthread_mutex_lock(&fs->lock);
-	m->next = fs->moved;
-	fs->moved = m;
+	pp = moved_find(fs, db, id, idlen);
+	if ((old = *pp)) {            /* hidden again: the first one counts */
+		*pp = old->next;
+		m->rev = old->rev;
+		free(old->id);
+		free(old);
+	}
+	m->next = fs->moved[moved_bucket(db, id, idlen)];
+	fs->moved[moved_bucket(db, id, idlen)] = m;
 	pthread_cond_signal(&fs->wake);
 	pthread_mutex_unlock(&fs->lock);
 }
@@ -124,21 +140,22 @@ bool moved_take(struct fs *fs, struct fsdb *db, const char *id,
 	return true;
 }
 
-/* Write the deletions of the moves of one database, as one bulk, each
- * on the revision that was hidden. */
-static void moved_delete(struct fs *fs, struct fsdb *db, struct moved *list)
+/* Write the deletions of the moves of one database in list (or only
+ * the one given), as one bulk, each on the revision that was hidden. */
+static void moved_delete(struct fs *fs, struct fsdb *db, struct moved *list,
+			 const struct moved *only)
 {
 	struct doc_put *req;
 	size_t n = 0, i = 0;
 
 	for (struct moved *m = list; m; m = m->next)
-		n += m->db == db;
+		n += m->db == db && (!only || m == only);
 	if (!(req = calloc(n, sizeof(*req))) || fsdb_enter(db)) {
 		free(req);
 		return;
 	}
 	for (struct moved *m = list; m; m = m->next)
-		if (m->db == db)
+		if (m->db == db && (!only || m == only))
 			req[i++] = (struct doc_put){ .id = m->id,
 				.idlen = m->idlen, .parent = &m->rev,
 				.deleted = true,
@@ -158,21 +175,25 @@ static void moved_delete(struct fs *fs, struct fsdb *db, struct moved *list)
  * list (lock held). */
 static struct moved *moved_due(struct fs *fs, struct fsdb *db, bool all)
 {
-	struct moved **pp = &fs->moved, *due = NULL, *m;
+	struct moved *due = NULL, *m;
 	struct timespec now;
 
 	clock_gettime(CLOCK_MONOTONIC, &now);
-	while ((m = *pp)) {
-		if (db && m->db != db) {
-			pp = &m->next;
-		} else if (all || m->due.tv_sec < now.tv_sec ||
-		    (m->due.tv_sec == now.tv_sec &&
-		     m->due.tv_nsec <= now.tv_nsec)) {
+	for (size_t b = 0; b < FS_MOVED_BUCKETS; b++) {
+		struct moved **pp = &fs->moved[b];
+
+		while ((m = *pp)) {
+			bool ripe = all || m->due.tv_sec < now.tv_sec ||
+				    (m->due.tv_sec == now.tv_sec &&
+				     m->due.tv_nsec <= now.tv_nsec);
+
+			if ((db && m->db != db) || !ripe) {
+				pp = &m->next;
+				continue;
+			}
 			*pp = m->next;
 			m->next = due;
 			due = m;
-		} else {
-			pp = &m->next;
 		}
 	}
 	return due;
@@ -180,13 +201,23 @@ static struct moved *moved_due(struct fs *fs, struct fsdb *db, bool all)
 
 static void moved_run(struct fs *fs, struct moved *due)
 {
-	for (struct moved *m = due; m; m = m->next) {
-		bool first = true;
+	struct fsdb *done[16];
+	size_t ndone = 0;
 
-		for (struct moved *o = due; o != m && first; o = o->next)
-			first = o->db != m->db;
-		if (first)
-			moved_delete(fs, m->db, due);
+	/* one bulk per database (a few of them; past 16, one per move) */
+	for (struct moved *m = due; m; m = m->next) {
+		bool seen = false;
+
+		for (size_t i = 0; i < ndone && !seen; i++)
+			seen = done[i] == m->db;
+		if (seen)
+			continue;
+		if (ndone < 16) {
+			done[ndone++] = m->db;
+			moved_delete(fs, m->db, due, NULL);
+		} else {
+			moved_delete(fs, m->db, due, m);
+		}
 	}
 	for (struct moved *m; (m = due); free(m)) {
 		due = m->next;
@@ -209,7 +240,7 @@ void moved_flush_db(struct fs *fs, struct fsdb *db)
 	struct moved *due;
 
 	pthread_mutex_lock(&fs->lock);
-	due = fs->moved ? moved_due(fs, db, true) : NULL;
+	due = moved_due(fs, db, true);
 	pthread_mutex_unlock(&fs->lock);
 	moved_run(fs, due);
 }
