@@ -811,6 +811,72 @@ START_TEST(test_put_on_winner)
 }
 END_TEST
 
+/* DOC_PUT_BRANCH turns an edit of a superseded revision into a conflict
+ * branch (the mount's stale save); without it that edit is a conflict. */
+START_TEST(test_put_branch)
+{
+	struct fx f;
+	struct rev r1, r2, b, again;
+	struct rev *conf = NULL;
+	size_t nconf = 0;
+	struct revtree *t;
+
+	fx_open(&f);
+	r1 = put_ok(f.d, "d", "{\"v\":1}", NULL);
+	r2 = put_ok(f.d, "d", "{\"v\":2}", &r1);
+	ck_assert_int_eq(put(f.d, "d", "{\"v\":\"stale\"}", &r1, 0, NULL),
+			 BARREL_E_CONFLICT);
+	ck_assert_int_eq(put(f.d, "d", "{\"v\":\"stale\"}", &r1,
+			     DOC_PUT_BRANCH, &b), 0);
+	ck_assert_uint_eq(b.gen, 2);
+	ck_assert(!rev_eq(&b, &r2));
+	/* the same stale edit again is the same revision: a conflict */
+	ck_assert_int_eq(put(f.d, "d", "{\"v\":\"stale\"}", &r1,
+			     DOC_PUT_BRANCH, &again), BARREL_E_CONFLICT);
+	t = tree_of(f.d, "d", NULL);
+	OK(revtree_conflicts(t, &conf, &nconf));
+	ck_assert_uint_eq(nconf, 1);
+	free(conf);
+	revtree_free(t);
+	expect_body(f.d, "d", &b, "{\"v\":\"stale\"}");
+	expect_body(f.d, "d", &r2, "{\"v\":2}");
+	/* on a leaf, BRANCH is a plain edit */
+	ck_assert_int_eq(put(f.d, "d", "{\"v\":3}", &b, DOC_PUT_BRANCH, &b), 0);
+	ck_assert_uint_eq(b.gen, 3);
+	fx_close(&f);
+}
+END_TEST
+
+/* A DOC_PUT_NOSYNC bulk is visible on return and durable after
+ * bdb_sync(); a bulk with one durable write commits durably. */
+START_TEST(test_put_nosync)
+{
+	struct fx f;
+	struct doc_put p[2];
+	struct rev r;
+
+	fx_open(&f);
+	req_init(&p[0], "lazy", "{\"l\":1}");
+	p[0].flags = DOC_PUT_NOSYNC;
+	req_init(&p[1], "durable", "{\"d\":1}");
+	OK(docdb_put(f.d, p, 1));
+	ck_assert_int_eq(p[0].rc, 0);
+	expect_body(f.d, "lazy", NULL, "{\"l\":1}");
+	OK(bdb_sync(docdb_bdb(f.d)));
+	req_init(&p[0], "lazy2", "{\"l\":2}");
+	p[0].flags = DOC_PUT_NOSYNC;
+	OK(docdb_put(f.d, p, 2));
+	ck_assert_int_eq(p[0].rc, 0);
+	ck_assert_int_eq(p[1].rc, 0);
+	fx_reopen(&f);
+	expect_body(f.d, "lazy", NULL, "{\"l\":1}");
+	expect_body(f.d, "lazy2", NULL, "{\"l\":2}");
+	ck_assert_int_eq(put(f.d, "durable", "{}", NULL, 0, &r),
+			 BARREL_E_CONFLICT);
+	fx_close(&f);
+}
+END_TEST
+
 /* DOC_PUT_NORMALIZE stores body_normalize()'s form under the same rev id. */
 START_TEST(test_put_normalize)
 {
@@ -2917,6 +2983,8 @@ static Suite *docdb_suite(void)
 	tcase_add_test(tc, test_update_rules);
 	tcase_add_test(tc, test_update_unknown_parent);
 	tcase_add_test(tc, test_put_on_winner);
+	tcase_add_test(tc, test_put_branch);
+	tcase_add_test(tc, test_put_nosync);
 	tcase_add_test(tc, test_put_normalize);
 	tcase_add_test(tc, test_doc_json);
 	tcase_add_test(tc, test_delete_recreate);
