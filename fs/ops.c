@@ -49,16 +49,11 @@ static void reply_err(fuse_req_t req, int rc)
 	fuse_reply_err(req, rc < 0 ? -rc : rc);
 }
 
-/* Count one lookup of (parent, name) as p, fill e (0 or -errno; the
- * lookup is undone on error). */
-static int enter(struct fs *fs, fuse_ino_t parent, const char *name,
-		 struct proto *p, struct fuse_entry_param *e)
+/* Fill e for n, whose lookup was just counted (undone on error). */
+static int entry_of(struct fs *fs, struct node *n, struct fuse_entry_param *e)
 {
-	struct node *n = node_enter(fs, parent, name, p);
 	int rc;
 
-	if (!n)
-		return -ENOMEM;
 	memset(e, 0, sizeof(*e));
 	if ((rc = node_stat(fs, n, &e->attr))) {
 		node_forget(fs, n->ino, 1);
@@ -68,6 +63,16 @@ static int enter(struct fs *fs, fuse_ino_t parent, const char *name,
 	e->attr_timeout = attr_timeout(fs, n);
 	e->entry_timeout = fs->opts.cache_timeout;
 	return 0;
+}
+
+/* Count one lookup of (parent, name) as p, fill e (0 or -errno; the
+ * lookup is undone on error). */
+static int enter(struct fs *fs, fuse_ino_t parent, const char *name,
+		 struct proto *p, struct fuse_entry_param *e)
+{
+	struct node *n = node_enter(fs, parent, name, p);
+
+	return n ? entry_of(fs, n, e) : -ENOMEM;
 }
 
 /* What name in parent is, or an errno. */
@@ -267,14 +272,8 @@ static int make_file(struct fs *fs, fuse_req_t req, fuse_ino_t parent,
 			.gid = fuse_req_ctx(req)->gid };
 	}
 	pthread_mutex_unlock(&n->lock);
-	memset(e, 0, sizeof(*e));
-	if ((rc = node_stat(fs, n, &e->attr))) {
-		node_forget(fs, n->ino, 1);
+	if ((rc = entry_of(fs, n, e)))
 		return rc;
-	}
-	e->ino = n->ino;
-	e->attr_timeout = attr_timeout(fs, n);
-	e->entry_timeout = fs->opts.cache_timeout;
 	*out = n;
 	return 0;
 }
