@@ -326,11 +326,6 @@ static int open_doc(struct fs *fs, fuse_req_t req, struct node *n,
 		fh->base = n->opened;
 		pthread_mutex_unlock(&n->lock);
 	} else if (!rc) {
-		if (!fh->writes) {
-			pthread_mutex_lock(&n->lock);
-			n->cached = true;      /* its pages may be kept */
-			pthread_mutex_unlock(&n->lock);
-		}
 		fh->base = doc.rev;
 		fh->has_base = true;
 		fh->buf = doc.body;
@@ -484,6 +479,21 @@ int fh_open(struct fs *fs, fuse_req_t req, struct node *n, int flags,
 	return 0;
 }
 
+bool fh_keep_cache(struct fh *fh)
+{
+	struct node *n = fh->node;
+	bool keep;
+
+	if (n->p.kind != NODE_DOC)
+		return true;
+	pthread_mutex_lock(&n->lock);
+	keep = n->has_cached && fh->has_base && rev_eq(&n->cached, &fh->base);
+	n->cached = fh->base;
+	n->has_cached = fh->has_base;
+	pthread_mutex_unlock(&n->lock);
+	return keep;
+}
+
 /* ---- reading and writing ---- */
 
 static int pread_some(int fd, char *buf, size_t size, off_t off, size_t *got)
@@ -594,13 +604,8 @@ static int flush_doc(struct fs *fs, struct fh *fh)
 	free(fh->buf);
 	fh->buf = NULL;
 	fh->len = 0;
-	/* the writes went around the page cache (direct_io): pages a
-	 * reader cached (before, or meanwhile) are stale now */
-	pthread_mutex_lock(&n->lock);
-	if (!(fh->flags & O_TRUNC) || n->cached)
-		inval_inode(fs, n->ino);
-	n->cached = false;
-	pthread_mutex_unlock(&n->lock);
+	/* the writes went around the page cache (direct_io), which the
+	 * next open drops as it shows another revision (fh_keep_cache) */
 	return 0;
 }
 

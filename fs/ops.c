@@ -788,7 +788,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	 * reach other readers before the commit */
 	fi->direct_io = (n->p.kind == NODE_DOC && fh->writes) ||
 			volatile_kind(n->p.kind) || n->p.kind == NODE_REVDIFF;
-	fi->keep_cache = !fi->direct_io;
+	fi->keep_cache = !fi->direct_io && !fh->writes && fh_keep_cache(fh);
 	fi->noflush = !fh->writes;      /* a reader's close saves nothing */
 	if (fuse_reply_open(req, fi)) {
 		node_close(fs, n);
