@@ -479,21 +479,6 @@ int fh_open(struct fs *fs, fuse_req_t req, struct node *n, int flags,
 	return 0;
 }
 
-bool fh_keep_cache(struct fh *fh)
-{
-	struct node *n = fh->node;
-	bool keep;
-
-	if (n->p.kind != NODE_DOC)
-		return true;
-	pthread_mutex_lock(&n->lock);
-	keep = n->has_cached && fh->has_base && rev_eq(&n->cached, &fh->base);
-	n->cached = fh->base;
-	n->has_cached = fh->has_base;
-	pthread_mutex_unlock(&n->lock);
-	return keep;
-}
-
 /* ---- reading and writing ---- */
 
 static int pread_some(int fd, char *buf, size_t size, off_t off, size_t *got)
@@ -604,8 +589,9 @@ static int flush_doc(struct fs *fs, struct fh *fh)
 	free(fh->buf);
 	fh->buf = NULL;
 	fh->len = 0;
-	/* the writes went around the page cache (direct_io), which the
-	 * next open drops as it shows another revision (fh_keep_cache) */
+	/* the size the kernel holds may be one a stat showed mid-save;
+	 * attributes only, so no page lock can make this wait */
+	fuse_lowlevel_notify_inval_inode(fs->se, n->ino, -1, 0);
 	return 0;
 }
 

@@ -113,8 +113,6 @@ struct node {
 	unsigned writers;         /* open handles that may write */
 	bool dirty;               /* spool differs from the database */
 	bool written;             /* ... by a write (not only truncated) */
-	struct rev cached;        /* the revision whose pages the kernel */
-	bool has_cached;          /* may hold (read-only opens keep them) */
 	bool pending;             /* created, not yet a document (empty) */
 	struct rev opened;        /* the revision last opened (base hint) */
 	bool has_opened;
@@ -298,9 +296,6 @@ int fh_write(struct fs *fs, struct fh *fh, const char *buf, size_t size,
 	     off_t off);
 int fh_flush(struct fs *fs, fuse_req_t req, struct fh *fh, bool durable);
 void fh_release(struct fs *fs, struct fh *fh);
-/* May a read-only open keep the kernel's pages? Only when they are the
- * revision it shows (a save or a sync since makes them stale). */
-bool fh_keep_cache(struct fh *fh);
 /* truncate(2) of a file (through fh's spool when it has one). */
 int node_truncate(struct fs *fs, struct node *n, off_t size, struct fh *fh);
 /* Commit a document body (the spool fd) with parent base; on invalid JSON

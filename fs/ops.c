@@ -784,11 +784,12 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	fi->fh = (uintptr_t)fh;
-	/* a document's writer edits a private copy: its pages must not
-	 * reach other readers before the commit */
-	fi->direct_io = (n->p.kind == NODE_DOC && fh->writes) ||
-			volatile_kind(n->p.kind) || n->p.kind == NODE_REVDIFF;
-	fi->keep_cache = !fi->direct_io && !fh->writes && fh_keep_cache(fh);
+	/* Each open of a document is a revision of its own: a writer edits
+	 * a private copy, a reader reads the revision it opened, whole,
+	 * whatever size the kernel believes while a save is under way. */
+	fi->direct_io = n->p.kind == NODE_DOC || volatile_kind(n->p.kind) ||
+			n->p.kind == NODE_REVDIFF;
+	fi->keep_cache = !fi->direct_io && !fh->writes;
 	fi->noflush = !fh->writes;      /* a reader's close saves nothing */
 	if (fuse_reply_open(req, fi)) {
 		node_close(fs, n);
