@@ -83,19 +83,23 @@ int fs_put(struct fs *fs, struct fsdb *db, struct doc_put *req, size_t n)
 	pthread_mutex_lock(&fs->lock);
 	for (size_t i = 0; !rc && i < n; i++)
 		if (!req[i].rc && req[i].seq)
-			fs->own[fs->next_own++ % FS_OWN] =
+			fs->own[req[i].seq % FS_OWN] =
 				(struct own_seq){ db, req[i].seq };
 	pthread_mutex_unlock(&fs->lock);
 	return rc;
 }
 
+/* A slot per sequence modulo FS_OWN: a commit pushed out by a later one
+ * (or another database's) only costs an invalidation the kernel did not
+ * need. */
 bool fs_own(struct fs *fs, struct fsdb *db, uint64_t seq)
 {
-	bool own = false;
+	const struct own_seq *o;
+	bool own;
 
 	pthread_mutex_lock(&fs->lock);
-	for (unsigned i = 0; i < FS_OWN && !own; i++)
-		own = fs->own[i].db == db && fs->own[i].seq == seq;
+	o = &fs->own[seq % FS_OWN];
+	own = o->db == db && o->seq == seq;
 	pthread_mutex_unlock(&fs->lock);
 	return own;
 }
@@ -169,21 +173,28 @@ static int spool_slurp(int fd, char **out, size_t *len)
 	return rc;
 }
 
-/* Is body (len bytes) the stored body of revision base? */
+/* Is body (len bytes) the body of revision base: known (klen bytes),
+ * or when known is NULL, the stored one? */
 static bool same_body(struct node *n, const struct rev *base,
-		      const char *body, size_t len)
+		      const char *known, size_t klen, const char *body,
+		      size_t len)
 {
 	struct doc doc = { 0 };
-	bool same = !docdb_get(n->p.db->d, NULL, n->p.id, n->p.idlen, base,
-			       0, &doc) && doc.len == len &&
-		    !memcmp(doc.body, body, len);
+	bool same;
 
+	if (!known && !docdb_get(n->p.db->d, NULL, n->p.id, n->p.idlen, base,
+				 0, &doc)) {
+		known = doc.body;
+		klen = doc.len;
+	}
+	same = known && klen == len && !memcmp(known, body, len);
 	doc_release(&doc);
 	return same;
 }
 
 int doc_commit_fd(struct fs *fs, struct node *n, int fd,
-		  const struct rev *base, struct rev *out)
+		  const struct rev *base, const char *base_body,
+		  size_t base_len, struct rev *out)
 {
 	struct doc_put req = { .id = n->p.id, .idlen = n->p.idlen,
 			       .parent = base,
@@ -193,7 +204,7 @@ int doc_commit_fd(struct fs *fs, struct node *n, int fd,
 
 	if (rc)
 		return rc;
-	if (base && same_body(n, base, body, req.len)) {
+	if (base && same_body(n, base, base_body, base_len, body, req.len)) {
 		*out = *base;              /* saved unchanged: no revision */
 		free(body);
 		return 0;
@@ -572,8 +583,9 @@ static int flush_doc(struct fs *fs, struct fh *fh)
 		return -errno;
 	if (!fh->has_base && !st.st_size)
 		return 0;                   /* not a document yet */
+	/* fh->buf, while kept, is the body of fh->base as opened */
 	rc = doc_commit_fd(fs, n, fh->spool, fh->has_base ? &fh->base : NULL,
-			   &rev);
+			   fh->buf, fh->len, &rev);
 	fh->dirty = false;
 	if (rc)
 		return rc;
@@ -699,7 +711,8 @@ static int truncate_doc(struct fs *fs, struct node *n, off_t size)
 				   (size_t)size < doc.len ? (size_t)size :
 				   doc.len, 0)) &&
 	    !(rc = ftruncate(fd, size) ? -errno : 0))
-		rc = doc_commit_fd(fs, n, fd, &doc.rev, &rev);
+		rc = doc_commit_fd(fs, n, fd, &doc.rev, doc.body, doc.len,
+				   &rev);
 out:
 	if (fd >= 0)
 		close(fd);

@@ -10,9 +10,9 @@
  * Helpers return 0 or a negative errno and never reply; the FUSE
  * callbacks in ops.c call them and reply exactly once.
  *
- * Locks, in order: fs->lock (nodes, databases, pending moves), then
- * fsdb->use (rwlock: every operation on a database reads it; rmdir
- * writes it), then node->lock (an open node's shared spool).
+ * Locks, outermost first: fsdb->use (rwlock: every operation on a
+ * database reads it; rmdir writes it), node->lock (an open node's shared
+ * spool), fs->lock (nodes, databases, pending moves: held briefly).
  */
 #ifndef BARREL_FS_H
 #define BARREL_FS_H
@@ -175,8 +175,8 @@ struct fs {
 	                                           removed, by lock */
 	struct open_note notes[FS_NOTES];     /* by lock, a ring */
 	unsigned next_note;
-	struct own_seq own[FS_OWN];   /* by lock, a ring: recent commits */
-	unsigned next_own;            /* made through the mount */
+	struct own_seq own[FS_OWN];   /* by lock: recent commits made through
+	                                 the mount, at [seq % FS_OWN] */
 
 	pthread_t worker;         /* invalidation and grace timer */
 	bool worker_running;
@@ -298,10 +298,12 @@ int fh_flush(struct fs *fs, fuse_req_t req, struct fh *fh, bool durable);
 void fh_release(struct fs *fs, struct fh *fh);
 /* truncate(2) of a file (through fh's spool when it has one). */
 int node_truncate(struct fs *fs, struct node *n, off_t size, struct fh *fh);
-/* Commit a document body (the spool fd) with parent base; on invalid JSON
- * keep the bytes as "ID.json.rejected". */
+/* Commit a document body (the spool fd) with parent base, unless it is
+ * base's body (base_body when the caller has it, else read); on invalid
+ * JSON keep the bytes as "ID.json.rejected". */
 int doc_commit_fd(struct fs *fs, struct node *n, int fd,
-		  const struct rev *base, struct rev *out);
+		  const struct rev *base, const char *base_body,
+		  size_t base_len, struct rev *out);
 /* Remember that pid opened (db, id) at rev; the revision pid (else
  * anyone) last opened it at. */
 /* A new file's first store: its creator's owner and mode, when they are

@@ -370,27 +370,39 @@ static int make_attdir(struct fs *fs, struct node *dir, const char *name,
 	return 0;
 }
 
+/* mkdir of name (p) in dir: a database at the root, an attachment
+ * folder in a database or _design/, nothing elsewhere. */
+static int make_dir(struct fs *fs, struct node *dir, const char *name,
+		    struct proto *p)
+{
+	struct fsdb *db;
+	int rc;
+
+	if (p->kind == NODE_DB) {
+		if (p->db)
+			return -EEXIST;
+		if ((rc = fsdb_create(fs, name, &db)))
+			return rc;
+		p->db = db;
+		return 0;
+	}
+	if (dir->p.kind == NODE_DB || dir->p.kind == NODE_DESIGN)
+		return make_attdir(fs, dir, name, p);
+	return dir->p.kind == NODE_ATTDIR ? -EPERM : -EACCES;
+}
+
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 		     mode_t mode)
 {
 	struct fs *fs = fs_of(req);
 	struct fuse_entry_param e;
-	struct fsdb *db;
 	struct node *dir;
 	struct proto p;
 	int rc = classify(fs, parent, name, &dir, &p);
 
 	(void)mode;
-	if (rc)
-		;
-	else if (p.kind == NODE_DB && p.db)
-		rc = -EEXIST;
-	else if (p.kind == NODE_DB && !(rc = fsdb_create(fs, name, &db)))
-		p.db = db;
-	else if (dir->p.kind == NODE_DB || dir->p.kind == NODE_DESIGN)
-		rc = make_attdir(fs, dir, name, &p);
-	else if (p.kind != NODE_DB)
-		rc = dir->p.kind == NODE_ATTDIR ? -EPERM : -EACCES;
+	if (!rc)
+		rc = make_dir(fs, dir, name, &p);
 	if (!rc)
 		rc = enter(fs, parent, name, &p, &e);
 	proto_release(&p);
@@ -612,7 +624,8 @@ static int scratch_to_doc(struct move *m)
 	}
 	doc_release(&cur);
 	dest_node(m, &dst);
-	rc = doc_commit_fd(m->fs, &dst, m->fd, has_base ? &base : NULL, &rev);
+	rc = doc_commit_fd(m->fs, &dst, m->fd, has_base ? &base : NULL, NULL,
+			   0, &rev);
 	if (rc == -EINVAL && has_base)
 		moved_add(m->fs, m->d.db, m->d.id, m->d.idlen, &base);
 	if (!rc)

@@ -145,7 +145,6 @@ static int stat_kind(struct fs *fs, struct node *n, struct stat *st,
 			return 0;
 		return stat_doc(n, st, cur);
 	case NODE_ATTDIR:
-		return n->pending ? 0 : stat_doc(n, st, cur);
 	case NODE_ATT:
 		return n->pending ? 0 : stat_doc(n, st, cur);
 	case NODE_REVFILE:

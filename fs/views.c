@@ -18,13 +18,16 @@
 #include "engine/log.h"
 #include "fs/fs.h"
 
-static int buf_set(struct fh *fh, const char *s, size_t len)
+/* fh's content: len bytes of s, and a newline when nl. */
+static int buf_set(struct fh *fh, const char *s, size_t len, bool nl)
 {
-	char *p = malloc(len + 1);
+	char *p = malloc(len + 2);
 
 	if (!p)
 		return -ENOMEM;
 	memcpy(p, s, len);
+	if (nl)
+		p[len++] = '\n';
 	p[len] = '\0';
 	free(fh->buf);
 	fh->buf = p;
@@ -64,27 +67,28 @@ static int render_status(struct fs *fs, struct fh *fh)
 	json_object *o = json_object_new_object();
 	json_object *list = json_object_new_array();
 	json_object *sync = json_object_new_object();
+	struct fsdb *first;
 	const char *s;
 	int rc;
 
 	json_object_object_add(o, "version", json_object_new_string(PACKAGE_VERSION));
 	json_object_object_add(o, "datadir", json_object_new_string(fs->datadir));
 	pthread_mutex_lock(&fs->lock);
-	for (struct fsdb *db = fs->dbs; db; db = db->next)
+	first = fs->dbs;
+	pthread_mutex_unlock(&fs->lock);
+	/* entries are never freed while mounted; new ones are prepended */
+	for (struct fsdb *db = first; db; db = db->next)
 		if (!fsdb_enter(db)) {
 			status_db(db, list);
 			fsdb_leave(db);
 		}
-	pthread_mutex_unlock(&fs->lock);
 	json_object_object_add(o, "databases", list);
 	json_object_object_add(sync, "replications", json_object_new_array());
 	json_object_object_add(o, "sync", sync);
 	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
 					   JSON_C_TO_STRING_SPACED |
 					   JSON_C_TO_STRING_NOSLASHESCAPE);
-	rc = buf_set(fh, s, strlen(s));
-	if (!rc && fh->len && (rc = buf_set(fh, fh->buf, fh->len + 1)) == 0)
-		fh->buf[fh->len - 1] = '\n';
+	rc = buf_set(fh, s, strlen(s), true);
 	json_object_put(o);
 	return rc;
 }
@@ -100,7 +104,7 @@ static int render_rev(struct node *n, struct fh *fh)
 		rc = docdb_get(n->p.db->d, NULL, n->p.id, n->p.idlen, &r,
 			       DOC_GET_DELETED, &doc);
 	if (!rc)
-		rc = buf_set(fh, doc.body, doc.len);
+		rc = buf_set(fh, doc.body, doc.len, false);
 	doc_release(&doc);
 	return fs_err(rc);
 }
