@@ -392,6 +392,23 @@ struct bdb *docdb_bdb(struct docdb *d)
 	return d->db;
 }
 
+int docdb_history_parse(const char *s, uint32_t *keep_bodies)
+{
+	char *end;
+	unsigned long v;
+
+	if (!s || !strcmp(s, "all")) {
+		*keep_bodies = 0;
+		return 0;
+	}
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || end == s || *end || !v || v > UINT32_MAX || *s == '-')
+		return BARREL_E_INVALID;
+	*keep_bodies = (uint32_t)v;
+	return 0;
+}
+
 int docdb_set_revs_limit(struct docdb *d, uint32_t limit)
 {
 	struct btxn *txn;
@@ -1234,6 +1251,122 @@ int docdb_put(struct docdb *d, struct doc_put *req, size_t n)
 		prep_release(&p[i]);
 	body_pool_free(pool);
 	free(p);
+	return rc;
+}
+
+/* ---- purge ---- */
+
+/* The purged tree's new winner w1 (not the old one) moves its record
+ * inline: read into *v, its "revs" entry deleted. */
+static int purge_new_winner(struct edit *e, const struct rev *w1,
+			    struct bval *v)
+{
+	struct revtree_info ri;
+	uint8_t key[REVS_KEY];
+	int rc;
+
+	if ((rc = revtree_find(e->tree, w1, &ri)) ||
+	    (rc = get_revs(e, ri.body_ref, v)))
+		return rc;
+	revs_key(ri.body_ref, key);
+	if ((rc = btxn_del(e->txn, e->d->t_revs, key, REVS_KEY)))
+		return rc;
+	return revtree_set_body(e->tree, w1, true, 0);
+}
+
+/* The document record after a purge: removed when no revision is left,
+ * else rebuilt around the winner (the old one's record, or a new one's
+ * moved inline). */
+static int purge_write(struct edit *e, uint64_t *seq)
+{
+	struct bval v = { 0 };
+	const uint8_t *wrec = e->rec.winner;
+	size_t wlen = e->rec.winner_len, dlen;
+	uint8_t *doc = NULL;
+	struct rev w1;
+	int rc = revtree_winner(e->tree, &w1, NULL);
+
+	if (rc == BARREL_E_NOTFOUND)
+		return btxn_del(e->txn, e->d->t_docs, e->p->id, e->p->idlen);
+	if (!rc && !rev_eq(&w1, &e->w0)) {
+		rc = purge_new_winner(e, &w1, &v);
+		wrec = v.data;
+		wlen = v.len;
+	}
+	if (!rc)
+		rc = docrec_build(e->tree, wrec, wlen, NULL, &doc, &dlen);
+	if (!rc)
+		rc = btxn_put(e->txn, e->d->t_docs, e->p->id, e->p->idlen, doc,
+			      dlen, seq);
+	free(doc);
+	bval_release(&v);
+	return rc;
+}
+
+/* Inside the transaction: the tree loses the leaves, their bodies go. */
+static int purge_one(struct edit *e, const struct rev *revs, size_t n,
+		     bool *purged, bool *any)
+{
+	uint64_t seq;
+	int rc = edit_load(e);
+
+	*any = false;
+	if (!rc && !e->have_w0)
+		return BARREL_E_NOTFOUND;
+	if (!rc)
+		rc = revtree_purge(e->tree, revs, n, note_drop, e, purged);
+	for (size_t i = 0; !rc && i < n; i++)
+		*any |= purged[i];
+	for (size_t i = 0; !rc && *any && i < e->ndrop; i++)
+		rc = drop_body(e, &e->drop[i]);
+	if (!rc && *any)
+		rc = purge_write(e, &seq);
+	return rc;
+}
+
+/* The revs marked gone, in order, into a malloc'ed array. */
+static int purged_list(const struct rev *revs, size_t n, const bool *gone,
+		       struct rev **out, size_t *nout)
+{
+	size_t k = 0;
+
+	if (!(*out = malloc((n ? n : 1) * sizeof(**out))))
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		if (gone[i])
+			(*out)[k++] = revs[i];
+	if (nout)
+		*nout = k;
+	return 0;
+}
+
+int docdb_purge(struct docdb *d, const char *id, size_t idlen,
+		const struct rev *revs, size_t n, struct rev **purged,
+		size_t *npurged)
+{
+	struct prep p = { .id = id, .idlen = idlen };
+	struct edit e = { .d = d, .p = &p };
+	bool *gone = calloc(n ? n : 1, sizeof(*gone)), any = false;
+	int rc;
+
+	if (purged)
+		*purged = NULL;
+	if (npurged)
+		*npurged = 0;
+	if (!gone)
+		return -ENOMEM;
+	if ((rc = bdb_begin(d->db, &e.txn)))
+		goto out_free;
+	rc = purge_one(&e, revs, n, gone, &any);
+	if (rc || !any)
+		btxn_abort(e.txn);
+	else
+		rc = btxn_commit(e.txn);
+	if (!rc && purged)
+		rc = purged_list(revs, n, gone, purged, npurged);
+out_free:
+	edit_release(&e);
+	free(gone);
 	return rc;
 }
 

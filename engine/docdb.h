@@ -45,6 +45,10 @@ struct docdb_opts {
 	                           counting its leaf; 0 keeps all (default) */
 };
 
+/* Parse a history policy ("all" or NULL: keep every body; N > 0: the
+ * last N of each branch) into *keep_bodies. BARREL_E_INVALID otherwise. */
+int docdb_history_parse(const char *s, uint32_t *keep_bodies);
+
 /*
  * Open database name of env as documents (creating its tables, and with
  * create the database). *out is owned by the caller: docdb_close() it
@@ -191,6 +195,19 @@ struct doc_put {
  * rc of every write that had succeeded.
  */
 int docdb_put(struct docdb *d, struct doc_put *req, size_t n);
+
+/*
+ * CouchDB's _purge: remove the leaf revisions revs of id, and the
+ * ancestors that no remaining leaf needs, as if they were never written
+ * here (nothing is replicated; a peer may send them again). Revisions
+ * that are not leaves of id are ignored. The document is removed when no
+ * leaf remains. *purged (may be NULL) gets the revisions removed, in the
+ * order given (owned: free()), *npurged their count. One commit.
+ * BARREL_E_NOTFOUND when id was never written.
+ */
+int docdb_purge(struct docdb *d, const char *id, size_t idlen,
+		const struct rev *revs, size_t n, struct rev **purged,
+		size_t *npurged);
 
 /* ---- reads ---- */
 

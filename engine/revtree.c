@@ -595,6 +595,54 @@ out_free_keep:
 	return err;
 }
 
+/* Unmark in keep[] leaf x and the ancestors left without children
+ * (left[] counts the children still kept). */
+static void purge_up(const struct revtree *t, uint32_t x, bool *keep,
+		     uint32_t *left)
+{
+	while (x != RT_NONE && keep[x] && !left[x]) {
+		keep[x] = false;
+		x = t->node[x].parent;
+		if (x != RT_NONE)
+			left[x]--;
+	}
+}
+
+int revtree_purge(struct revtree *t, const struct rev *revs, size_t n,
+		  revtree_prune_cb cb, void *arg, bool *purged)
+{
+	bool *keep = malloc((t->n ? t->n : 1) * sizeof(*keep));
+	uint32_t *left = malloc((t->n ? t->n : 1) * sizeof(*left));
+	int err = 0;
+
+	if (!keep || !left) {
+		err = -ENOMEM;
+		goto out_free;
+	}
+	for (uint32_t i = 0; i < t->n; i++) {
+		keep[i] = true;
+		left[i] = t->node[i].nchild;
+	}
+	for (size_t i = 0; i < n; i++) {
+		uint32_t x = rt_find(t, &revs[i]);
+		bool leaf = x != RT_NONE && !t->node[x].nchild && keep[x];
+
+		if (purged)
+			purged[i] = leaf;
+		if (leaf)
+			purge_up(t, x, keep, left);
+	}
+	for (uint32_t i = 0; cb && i < t->n && !err; i++)
+		if (!keep[i] && (t->node[i].flags & RT_BODY))
+			err = cb(arg, &t->node[i].rev, t->node[i].body_ref);
+	if (!err)
+		rt_compact(t, keep, left);
+out_free:
+	free(keep);
+	free(left);
+	return err;
+}
+
 int revtree_set_body(struct revtree *t, const struct rev *rev,
 		     bool has_body, uint64_t body_ref)
 {

@@ -135,6 +135,17 @@ typedef int (*revtree_prune_cb)(void *arg, const struct rev *rev,
 int revtree_stem(struct revtree *t, uint32_t limit, revtree_prune_cb cb,
 		 void *arg, size_t *removed);
 
+/*
+ * CouchDB's purge: remove each of revs (n of them) that is a leaf, and
+ * its ancestors that no remaining leaf descends from; revisions that are
+ * not leaves are ignored. Before anything changes, cb (may be NULL) is
+ * called for each revision to be removed that has a body; a non-zero
+ * return stops, leaves the tree as it was, and is returned. purged (may
+ * be NULL; caller's array of n) tells which of revs were removed.
+ */
+int revtree_purge(struct revtree *t, const struct rev *revs, size_t n,
+		  revtree_prune_cb cb, void *arg, bool *purged);
+
 /* The winning leaf; BARREL_E_NOTFOUND when the tree is empty. Either
  * out pointer may be NULL. */
 int revtree_winner(const struct revtree *t, struct rev *rev, bool *deleted);

@@ -82,23 +82,6 @@ static void log_syslog(void *arg, enum barrel_log_level lvl, const char *msg)
 	syslog(prio[lvl], "%s", msg);
 }
 
-static int parse_history(const char *s, uint32_t *keep)
-{
-	char *end;
-	unsigned long v;
-
-	if (!s || !strcmp(s, "all")) {
-		*keep = 0;
-		return 0;
-	}
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || *end || !v || v > UINT32_MAX)
-		return -EINVAL;
-	*keep = (uint32_t)v;
-	return 0;
-}
-
 /* -o fsname=DATADIR, so that mount(8) and df show the data directory
  * (',' and '\\' escaped as fuse_opt wants). */
 static void add_fsname(struct fuse_args *args, const char *datadir)
@@ -222,7 +205,7 @@ int main(int argc, char **argv)
 			"(barrelfs --help)\n");
 		goto out_opts;
 	}
-	if (parse_history(c.history, &fs.opts.keep_bodies)) {
+	if (docdb_history_parse(c.history, &fs.opts.keep_bodies)) {
 		fprintf(stderr, "barrelfs: history=%s: expected 'all' or a "
 			"positive number\n", c.history);
 		goto out_opts;

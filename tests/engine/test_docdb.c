@@ -1231,6 +1231,59 @@ START_TEST(test_conflicts)
 }
 END_TEST
 
+static size_t table_count(struct docdb *d, const char *name);
+
+/* Purge removes a losing leaf (its body and unshared ancestors), then
+ * the winner (another branch's record moves inline), then the document. */
+START_TEST(test_purge)
+{
+	struct fx f;
+	struct doc doc;
+	struct rev b2 = R("2-b"), c2 = R("2-c"), a1 = R("1-a"), nope = R("9-z");
+	struct rev *gone = NULL;
+	struct rows *rs;
+	size_t n;
+
+	fx_open(&f);
+	ck_assert_int_eq(rep(f.d, "k", "\"v\":\"2b\"", false, NULL, "2-b",
+			     "1-a", NULL), 0);
+	ck_assert_int_eq(rep(f.d, "k", "\"v\":\"2c\"", false, NULL, "2-c",
+			     "1-a", NULL), 0);
+	expect_winner(f.d, "k", "2-c", false);
+	/* not leaves, or unknown: nothing happens */
+	OK(docdb_purge(f.d, "k", 1, (struct rev[]){ a1, nope }, 2, &gone, &n));
+	ck_assert_uint_eq(n, 0);
+	free(gone);
+	/* the loser goes; the ancestor stays (the winner descends from it) */
+	OK(docdb_purge(f.d, "k", 1, &b2, 1, &gone, &n));
+	ck_assert_uint_eq(n, 1);
+	assert_rev_eq(&gone[0], &b2);
+	free(gone);
+	expect_get_rc(f.d, "k", &b2, 0, BARREL_E_NOTFOUND);
+	OK(get(f.d, "k", NULL, DOC_GET_TREE, &doc));
+	ck_assert_uint_eq(revtree_count(doc.tree), 2);
+	doc_release(&doc);
+	/* a new loser, then the winner goes: the loser's record wins */
+	ck_assert_int_eq(rep(f.d, "k", "\"v\":\"2b\"", false, NULL, "2-b",
+			     "1-a", NULL), 0);
+	OK(docdb_purge(f.d, "k", 1, &c2, 1, NULL, NULL));
+	expect_winner(f.d, "k", "2-b", false);
+	expect_member(f.d, "k", NULL, 0, "v", "2b");
+	fx_reopen(&f);
+	expect_member(f.d, "k", NULL, 0, "v", "2b");
+	/* the last leaf: the document is gone from reads and the feed */
+	OK(docdb_purge(f.d, "k", 1, &b2, 1, NULL, NULL));
+	expect_get_rc(f.d, "k", NULL, DOC_GET_DELETED, BARREL_E_NOTFOUND);
+	rs = changes(f.d, NULL, 0, 0, 0, NULL);
+	ck_assert_uint_eq(rs->n, 0);
+	free(rs);
+	EXPECT_RC(docdb_purge(f.d, "k", 1, &b2, 1, NULL, NULL),
+		  BARREL_E_NOTFOUND);
+	ck_assert_uint_eq(table_count(f.d, "revs"), 0);
+	fx_close(&f);
+}
+END_TEST
+
 /* ---- history limits ---- */
 
 /* revs_limit 5 keeps 5 revisions after 20 edits; stemmed bodies are gone. */
@@ -2991,6 +3044,7 @@ static Suite *docdb_suite(void)
 	tcase_add_test(tc, test_replicated_graft_order);
 	tcase_add_test(tc, test_replicated_rev_alone);
 	tcase_add_test(tc, test_conflicts);
+	tcase_add_test(tc, test_purge);
 	tcase_add_test(tc, test_revs_limit);
 	tcase_add_test(tc, test_keep_bodies);
 	tcase_add_test(tc, test_bodies_follow_winner);

@@ -681,6 +681,39 @@ static int count_cb(void *arg, const struct rev *rev, uint64_t body_ref)
 	return ++*(int *)arg > 100 ? -EPERM : 0;
 }
 
+/* Purge takes leaves and the ancestors only they needed; a failing
+ * callback leaves the tree as it was; non-leaves are ignored. */
+START_TEST(test_purge)
+{
+	struct revtree *t = tree_new();
+	struct rev d3 = R("3-d"), b2 = R("2-b"), a1 = R("1-a"), c2 = R("2-c");
+	struct revtree_info ri;
+	bool gone[2];
+	int calls = 0;
+
+	ck_assert_int_eq(edit(t, NULL, "1-a", false), 0);
+	ck_assert_int_eq(edit(t, "1-a", "2-b", false), 0);
+	ck_assert_int_eq(graft(t, false, NULL, "3-d", "2-c", "1-a", NULL), 0);
+	ck_assert_uint_eq(revtree_count(t), 4);
+	calls = 100;                  /* count_cb fails on its next call */
+	ck_assert_int_eq(revtree_purge(t, &d3, 1, count_cb, &calls, NULL),
+			 -EPERM);
+	ck_assert_uint_eq(revtree_count(t), 4);
+	calls = 0;
+	ck_assert_int_eq(revtree_purge(t, (struct rev[]){ d3, a1 }, 2,
+				       count_cb, &calls, gone), 0);
+	ck_assert(gone[0] && !gone[1]);
+	ck_assert_int_eq(calls, 1);   /* 3-d had a body; 2-c was missing */
+	ck_assert_uint_eq(revtree_count(t), 2);
+	ck_assert_int_eq(revtree_find(t, &c2, &ri), BARREL_E_NOTFOUND);
+	assert_winner(t, "2-b", false);
+	ck_assert_int_eq(revtree_purge(t, &b2, 1, NULL, NULL, gone), 0);
+	ck_assert(gone[0]);
+	ck_assert_uint_eq(revtree_count(t), 0);
+	revtree_free(t);
+}
+END_TEST
+
 static int each_cb(void *arg, const struct revtree_info *ri)
 {
 	struct rev *last = arg;
@@ -1072,6 +1105,7 @@ static Suite *revtree_suite(void)
 	tcase_add_test(tc, test_graft_rejects);
 	tcase_add_test(tc, test_property_convergence);
 	tcase_add_test(tc, test_stem);
+	tcase_add_test(tc, test_purge);
 	tcase_add_test(tc, test_stem_callback_and_each);
 	tcase_add_test(tc, test_revs_diff);
 	tcase_add_test(tc, test_prune_bodies);
