@@ -28,6 +28,8 @@ bool bdb_name_valid(const char *name)
 {
 	size_t n = strlen(name);
 
+	if (!strcmp(name, "_replicator") || !strcmp(name, "_users"))
+		return true;          /* CouchDB's system databases */
 	if (n == 0 || n > BDB_MAX_NAME || !islower((unsigned char)name[0]))
 		return false;
 	for (size_t i = 0; i < n; i++) {

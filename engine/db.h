@@ -83,7 +83,8 @@ int benv_list(struct benv *env, int (*cb)(void *arg, const char *name),
 int benv_spool(struct benv *env, int *fd);
 
 /* Is name usable for a database or table? (1..BDB_MAX_NAME bytes of
- * [a-z0-9_$()+/-] starting with a letter, as CouchDB's database names) */
+ * [a-z0-9_$()+/-] starting with a letter, as CouchDB's database names;
+ * and CouchDB's system databases "_replicator" and "_users") */
 bool bdb_name_valid(const char *name);
 
 /*

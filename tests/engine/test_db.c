@@ -320,8 +320,10 @@ END_TEST
 START_TEST(test_db_names)
 {
 	static const char *good[] = { "a", "abc", "a1", "a_b", "a$b", "a(b)",
-				      "a+b", "a-b", "a/b", "z0_$()+-/" };
+				      "a+b", "a-b", "a/b", "z0_$()+-/",
+				      "_replicator", "_users" };
 	static const char *bad[] = { "", "A", "Abc", "1a", "_a", "$a", "a b",
+				     "_replicatorx", "_global_changes",
 				     "a.b", "a\xc3\xa9", "-a", "/a", "aB" };
 	char dir[PATH_MAX], name[BDB_MAX_NAME + 2];
 	struct benv *env;
