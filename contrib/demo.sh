@@ -4,7 +4,8 @@
 # that DATADIR; then documents: a put, an edit, the history, a diff between
 # revisions, the changes feed and an export; then the same data mounted with
 # barrelfs: edits with echo, sed -i and vim, history under .rev, a diff,
-# an attachment, .changes and .status. Run from the build directory,
+# an attachment, .changes and .status; and barrelsync copying the database
+# to another data directory, then only a change. Run from the build directory,
 # or set BARRELCTL.
 set -eu
 
@@ -97,8 +98,23 @@ sh_run "mkdir -p demo/notes && echo 'an attachment' > demo/notes/hello.txt && ls
 sh_run "tail -n 3 demo/.changes"
 sh_run "jq -c . demo/*.json"
 sh_run "cat .status"
+
+# Sync: the mount serves CouchDB's replication protocol on
+# DATADIR/api.sock; barrelsync copies a database into another data
+# directory, then only what changed.
+sync=$(dirname "$ctl")/barrelsync
+backup=$work/backup
+export BACKUP="$backup"
+echo
+echo "BACKUP=$backup"
+sh_run "'$sync' demo \$BACKUP/demo"
+sh_run "echo '{\"title\": \"todo\", \"body\": \"after the first sync\"}' > demo/todo.json"
+sh_run "'$sync' demo \$BACKUP/demo"
 cd /
 fusermount3 -u "$mnt"
 echo
 echo "unmounted; the same data through barrelctl:"
 run log demo notes
+echo
+echo "\$ barrelctl -d \$BACKUP get demo todo"
+"$ctl" -d "$backup" get demo todo

@@ -24,6 +24,7 @@
 #include "engine/body.h"
 #include "engine/body_i.h"
 #include "engine/error.h"
+#include "engine/hex.h"
 
 #define TOKS_MIN 32u                 /* first size of the token array */
 #define DEC_MIN 256u                 /* and of the decoded strings */
@@ -257,17 +258,6 @@ static size_t string_stop(const char *p, size_t i, size_t len)
 	return i;
 }
 
-static int hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* The 4 hex digits after the 'u' at s->at; s->at ends on the last. */
 static bool scan_hex4(struct bscan *s, uint32_t *cp)
 {
@@ -275,7 +265,7 @@ static bool scan_hex4(struct bscan *s, uint32_t *cp)
 
 	*cp = 0;
 	for (int k = 0; k < 4; k++) {
-		if (++s->at == s->len || (v = hex_value(s->text[s->at])) < 0)
+		if (++s->at == s->len || (v = hex_digit(s->text[s->at])) < 0)
 			return scan_fail(s, "bad \\u escape");
 		*cp = *cp << 4 | (uint32_t)v;
 	}

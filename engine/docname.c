@@ -5,6 +5,7 @@
 
 #include "engine/docname.h"
 #include "engine/error.h"
+#include "engine/hex.h"
 
 static bool byte_escaped(const char *s, size_t len, size_t i, bool doc)
 {
@@ -45,17 +46,6 @@ size_t docname_encode(const char *s, size_t len, bool doc, char *out,
 	return n;
 }
 
-static int hex_value(char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
 int docname_decode(const char *name, size_t len, char *out, size_t *outlen)
 {
 	size_t n = 0;
@@ -64,8 +54,8 @@ int docname_decode(const char *name, size_t len, char *out, size_t *outlen)
 		char ch = name[i];
 
 		if (ch == '%') {
-			int hi = i + 2 < len ? hex_value(name[i + 1]) : -1;
-			int lo = i + 2 < len ? hex_value(name[i + 2]) : -1;
+			int hi = i + 2 < len ? hex_digit(name[i + 1]) : -1;
+			int lo = i + 2 < len ? hex_digit(name[i + 2]) : -1;
 
 			if (hi < 0 || lo < 0)
 				return BARREL_E_INVALID;

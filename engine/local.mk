@@ -13,9 +13,12 @@ libbarrel_a_SOURCES = \
 	engine/revtree.h engine/revtree.c \
 	engine/body.h engine/body_i.h engine/body.c engine/bodyscan.c \
 	engine/docdb.h engine/docdb_i.h engine/docdb.c engine/docatt.c \
-	engine/docname.h engine/docname.c engine/docdiff.h engine/docdiff.c
+	engine/docname.h engine/docname.c engine/docdiff.h engine/docdiff.c \
+	engine/hex.h \
+	engine/collate.h engine/collate.c engine/mapjs.h engine/mapjs.c
 libbarrel_a_CFLAGS = $(AM_CFLAGS) $(URING_CFLAGS) $(XXHASH_CFLAGS) \
-	$(JSONC_CFLAGS) $(CRYPTO_CFLAGS) $(GIT2_CFLAGS)
+	$(JSONC_CFLAGS) $(CRYPTO_CFLAGS) $(GIT2_CFLAGS) $(ICU_CFLAGS) \
+	$(DUKTAPE_CFLAGS)
 
 BARREL_LIBS = libbarrel.a $(URING_LIBS) $(XXHASH_LIBS) $(JSONC_LIBS) \
-	$(CRYPTO_LIBS) $(GIT2_LIBS)
+	$(CRYPTO_LIBS) $(GIT2_LIBS) $(ICU_LIBS) $(DUKTAPE_LIBS)

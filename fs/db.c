@@ -203,7 +203,7 @@ static int check_empty(struct fsdb *db)
 	return rc == 1 ? -ENOTEMPTY : rc;
 }
 
-int fsdb_remove(struct fs *fs, const char *name)
+int fsdb_remove(struct fs *fs, const char *name, bool only_empty)
 {
 	struct fsdb *db;
 	int rc;
@@ -214,7 +214,9 @@ int fsdb_remove(struct fs *fs, const char *name)
 	if (!db)
 		return -ENOENT;
 	pthread_rwlock_wrlock(&db->use);
-	rc = db->d ? check_empty(db) : -ENOENT;
+	rc = db->d ? 0 : -ENOENT;
+	if (!rc && only_empty)
+		rc = check_empty(db);
 	if (!rc) {
 		close_docs(db);
 		rc = benv_drop(fs->env, name);

@@ -20,6 +20,7 @@
 #define FUSE_USE_VERSION 314
 
 #include <fuse_lowlevel.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -27,6 +28,7 @@
 #include <sys/stat.h>
 
 #include "engine/docdb.h"
+#include "sync/catalog.h"
 
 struct fs;
 
@@ -35,6 +37,9 @@ struct fs_opts {
 	double cache_timeout;     /* entry and attribute timeouts, seconds */
 	uint32_t keep_bodies;     /* history=N (0: all) */
 	bool foreground;
+	const char *listen;       /* the HTTP API on TCP (sync/http.h) */
+	const char *passwd;
+	const char *tls_cert, *tls_key;
 };
 
 /* One database of the environment, open as documents. Never freed
@@ -183,6 +188,11 @@ struct fs {
 	bool stop;                /* protected by lock */
 	pthread_cond_t wake;
 	struct inval *invals;     /* queued kernel invalidations, by lock */
+
+	struct catalog cat;       /* the databases, for the HTTP API */
+	struct srv *srv;          /* serving it (serve.c) */
+	struct jobs *jobs;        /* the replications of "_replicator" */
+	char sock[PATH_MAX];      /* its UNIX socket: DATADIR/api.sock */
 };
 
 /* Any error code as a negative errno (error.c's table). */
@@ -250,7 +260,9 @@ struct fsdb *fsdb_find(struct fs *fs, const char *name);
 int fsdb_enter(struct fsdb *db);
 void fsdb_leave(struct fsdb *db);
 int fsdb_create(struct fs *fs, const char *name, struct fsdb **out);
-int fsdb_remove(struct fs *fs, const char *name);
+/* Remove database name: only an empty one (rmdir), or with everything
+ * in it (the HTTP API's DELETE). */
+int fsdb_remove(struct fs *fs, const char *name, bool only_empty);
 
 /* ---- attr.c: attributes and scratch files in the "fs" table ---- */
 
@@ -345,6 +357,10 @@ bool fs_own(struct fs *fs, struct fsdb *db, uint64_t seq);
 /* ---- worker.c: invalidations and the grace period ---- */
 int worker_start(struct fs *fs);
 void worker_stop(struct fs *fs);
+
+/* serve.c: the HTTP API on DATADIR/api.sock (and TCP when asked). */
+int serve_start(struct fs *fs);
+void serve_stop(struct fs *fs);
 /* Queue invalidations of the kernel's caches (done by the worker). */
 void inval_inode(struct fs *fs, fuse_ino_t ino);
 void inval_entry(struct fs *fs, fuse_ino_t parent, const char *name);

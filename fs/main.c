@@ -25,6 +25,7 @@
 struct cli {
 	char *datadir;
 	char *history;
+	char *listen, *passwd, *tls_cert, *tls_key;
 	unsigned grace;
 	double cache_timeout;
 	int show_help;
@@ -36,6 +37,10 @@ static const struct fuse_opt cli_opts[] = {
 	CLI_OPT("grace=%u", grace),
 	CLI_OPT("cache_timeout=%lf", cache_timeout),
 	CLI_OPT("history=%s", history),
+	CLI_OPT("listen=%s", listen),
+	CLI_OPT("passwd=%s", passwd),
+	CLI_OPT("tls_cert=%s", tls_cert),
+	CLI_OPT("tls_key=%s", tls_key),
 	CLI_OPT("-h", show_help),
 	CLI_OPT("--help", show_help),
 	CLI_OPT("-V", show_version),
@@ -71,6 +76,11 @@ static void usage(const char *prog)
 	       "  -o grace=SECONDS       a document renamed away is deleted\n"
 	       "                         after this long (default 5)\n"
 	       "  -o cache_timeout=SECS  kernel entry/attribute cache (60)\n"
+	       "  -o listen=ADDR:PORT    serve the HTTP API on TCP too (it is\n"
+	       "                         always on DATADIR/api.sock)\n"
+	       "  -o passwd=FILE         its basic authentication (needed\n"
+	       "                         off loopback; barrel-syncd(8))\n"
+	       "  -o tls_cert=FILE,tls_key=FILE  HTTPS on TCP\n"
 	       "  -h, --help, -V, --version\n", prog);
 }
 
@@ -159,12 +169,16 @@ static int serve(struct fs *fs, struct fuse_args *args,
 	fuse_daemonize(o->foreground);
 	if (worker_start(fs))
 		goto out_unmount;
+	if (serve_start(fs))
+		goto out_worker;
 	lc = fuse_loop_cfg_create();
 	fuse_loop_cfg_set_clone_fd(lc, o->clone_fd);
 	fuse_loop_cfg_set_max_threads(lc, o->max_threads);
 	rc = o->singlethread ? fuse_session_loop(fs->se) :
 	     fuse_session_loop_mt(fs->se, lc);
 	fuse_loop_cfg_destroy(lc);
+	serve_stop(fs);
+out_worker:
 	worker_stop(fs);
 out_unmount:
 	fuse_session_unmount(fs->se);
@@ -213,6 +227,10 @@ int main(int argc, char **argv)
 	fs.opts.grace_s = c.grace;
 	fs.opts.cache_timeout = c.cache_timeout;
 	fs.opts.foreground = o.foreground;
+	fs.opts.listen = c.listen;
+	fs.opts.passwd = c.passwd;
+	fs.opts.tls_cert = c.tls_cert;
+	fs.opts.tls_key = c.tls_key;
 	if (!fs_setup(&fs, &c))
 		status = serve(&fs, &args, &o);
 	fs_teardown(&fs);
@@ -222,5 +240,9 @@ out_args:
 	fuse_opt_free_args(&args);
 	free(c.datadir);
 	free(c.history);
+	free(c.listen);
+	free(c.passwd);
+	free(c.tls_cert);
+	free(c.tls_key);
 	return status;
 }

@@ -513,7 +513,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	int rc = dir ? name_classify(fs, dir, name, &p) : -ENOENT;
 
 	if (!rc && p.kind == NODE_DB)
-		rc = p.db ? fsdb_remove(fs, name) : -ENOENT;
+		rc = p.db ? fsdb_remove(fs, name, true) : -ENOENT;
 	else if (!rc && p.kind == NODE_ATTDIR)
 		rc = (n = node_find(fs, parent, name)) && n->pending ? 0 :
 		     -ENOTEMPTY;

@@ -17,6 +17,8 @@
 #include "engine/docdiff.h"
 #include "engine/log.h"
 #include "fs/fs.h"
+#include "sync/http.h"
+#include "sync/jobs.h"
 
 /* fh's content: len bytes of s, and a newline when nl. */
 static int buf_set(struct fh *fh, const char *s, size_t len, bool nl)
@@ -83,7 +85,14 @@ static int render_status(struct fs *fs, struct fh *fh)
 			fsdb_leave(db);
 		}
 	json_object_object_add(o, "databases", list);
-	json_object_object_add(sync, "replications", json_object_new_array());
+	if (fs->srv) {
+		json_object_object_add(o, "socket",
+				       json_object_new_string(fs->sock));
+		if (srv_url(fs->srv))
+			json_object_object_add(o, "url",
+				json_object_new_string(srv_url(fs->srv)));
+	}
+	json_object_object_add(sync, "replications", jobs_status(fs->jobs));
 	json_object_object_add(o, "sync", sync);
 	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
 					   JSON_C_TO_STRING_SPACED |

@@ -16,7 +16,9 @@ ENGINE_TESTS = \
 	tests/engine/test_corrupt \
 	tests/engine/test_revtree \
 	tests/engine/test_body \
-	tests/engine/test_docdb
+	tests/engine/test_docdb \
+	tests/engine/test_collate \
+	tests/engine/test_mapjs
 
 check_PROGRAMS += $(ENGINE_TESTS) tests/engine/killnine_writer \
 	tests/fuzz/fuzz_body
@@ -40,6 +42,8 @@ tests_engine_test_corrupt_SOURCES = tests/engine/test_corrupt.c
 tests_engine_test_revtree_SOURCES = tests/engine/test_revtree.c
 tests_engine_test_body_SOURCES = tests/engine/test_body.c
 tests_engine_test_docdb_SOURCES = tests/engine/test_docdb.c
+tests_engine_test_collate_SOURCES = tests/engine/test_collate.c
+tests_engine_test_mapjs_SOURCES = tests/engine/test_mapjs.c
 # The body fuzz target: under gcc a standalone driver replays the corpus
 # and mutations of it; test_fuzz_body.sh also runs it under libFuzzer when
 # clang has it.
@@ -58,3 +62,34 @@ FS_TESTS = \
 	tests/fs/test_mount_helper.sh
 TESTS += $(FS_TESTS)
 EXTRA_DIST += $(FS_TESTS) tests/fs/lib.sh
+
+# Sync: the HTTP API and the replicator over in-process servers (Check).
+SYNC_TESTS = \
+	tests/sync/test_http \
+	tests/sync/test_api_doc \
+	tests/sync/test_repl
+check_PROGRAMS += $(SYNC_TESTS)
+TESTS += $(SYNC_TESTS)
+EXTRA_DIST += tests/sync/synctest.h
+SYNC_TEST_CFLAGS = $(AM_CFLAGS) $(JSONC_CFLAGS) $(CURL_CFLAGS)
+SYNC_TEST_LIBS = $(SYNC_LIBS) $(CHECK_LIBS)
+tests_sync_test_http_SOURCES = tests/sync/test_http.c
+tests_sync_test_http_CFLAGS = $(SYNC_TEST_CFLAGS)
+tests_sync_test_http_LDADD = $(SYNC_TEST_LIBS)
+tests_sync_test_api_doc_SOURCES = tests/sync/test_api_doc.c
+tests_sync_test_api_doc_CFLAGS = $(SYNC_TEST_CFLAGS)
+tests_sync_test_api_doc_LDADD = $(SYNC_TEST_LIBS)
+tests_sync_test_repl_SOURCES = tests/sync/test_repl.c
+tests_sync_test_repl_CFLAGS = $(SYNC_TEST_CFLAGS)
+tests_sync_test_repl_LDADD = $(SYNC_TEST_LIBS)
+
+# Sync between real programs: barrel-syncd, barrelsync, two barrelfs mounts
+# and a PouchDB peer (node; skips without tests/sync/node_modules).
+SYNC_SH_TESTS = \
+	tests/sync/test_sync_pouchdb.sh \
+	tests/sync/test_sync_mounts.sh \
+	tests/sync/test_sync_security.sh
+TESTS += $(SYNC_SH_TESTS)
+EXTRA_DIST += $(SYNC_SH_TESTS) tests/sync/lib.sh tests/sync/package.json \
+	tests/sync/package-lock.json tests/sync/pouchdb_server.js \
+	tests/sync/pouch_replicate.js
