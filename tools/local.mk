@@ -15,4 +15,4 @@ dist_man_MANS += man/barrelctl.1
 noinst_PROGRAMS = bench_fs
 bench_fs_SOURCES = tools/bench_fs.c
 bench_fs_LDADD =
-EXTRA_DIST += tools/bench_mount.sh
+EXTRA_DIST += tools/bench_mount.sh tools/bench_sync.sh tools/bench_sync_proxy.js

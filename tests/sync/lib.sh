@@ -79,6 +79,9 @@ sync_init() {
 	work=$tmp/work
 	log=$tmp/daemons.log     # what sync_done shows when a case failed
 	mkdir "$work" || error_all "mkdir $work"
+	# barrelsync's private socket directories go here, so that a run
+	# killed with -9 leaves nothing behind once the test removes $tmp
+	export TMPDIR=$tmp
 	: >"$log"
 	trap sync_cleanup EXIT
 	trap 'exit 1' HUP INT TERM
