@@ -159,10 +159,10 @@ static int parse_check(const char *text, size_t len, struct bscan *s,
 	size_t bad;
 	int rc;
 
-	if (len > BODY_MAX_LEN)
+	if (len > BODY_MAX_INPUT)
 		return body_fail(err, BARREL_E_TOOBIG,
 				 "document body of %zu bytes (limit %u)", len,
-				 BODY_MAX_LEN);
+				 BODY_MAX_INPUT);
 	bad = utf8_bad_at(text, len);
 	if (bad < len)
 		return body_fail(err, BARREL_E_BADJSON, "%s at byte %zu",
@@ -642,6 +642,16 @@ static void body_init(struct body *b, const char *text, size_t len)
 	b->len = len;
 }
 
+/* Past BODY_MAX_LEN only with inline attachments, whose data leaves the
+ * body (the document layer checks what remains). */
+static int size_check(const struct body *b, char *err)
+{
+	if (b->len <= BODY_MAX_LEN || b->attachments)
+		return 0;
+	return body_fail(err, BARREL_E_TOOBIG, "document body of %zu bytes "
+			 "(limit %u)", b->len, BODY_MAX_LEN);
+}
+
 /*
  * body_parse:
  *  1. check the text and scan it into tokens (size, UTF-8, JSON, depth,
@@ -665,7 +675,9 @@ int body_parse_in(struct body_pool *pool, const char *text, size_t len,
 	} else if (!rc) {
 		rc = pool_keep(pool, s, out);
 	}
-	return rc ? rc : tok_reserved(out, err);
+	if (!rc)
+		rc = tok_reserved(out, err);
+	return rc ? rc : size_check(out, err);
 }
 
 int body_parse(const char *text, size_t len, struct body *out, char *err)
@@ -692,7 +704,7 @@ int body_parse_json(const char *text, size_t len, struct body *out,
 		if (key[0] == '_' && (rc = json_reserved(key, val, out, err)))
 			return rc;
 	}
-	return 0;
+	return size_check(out, err);
 }
 
 int body_object(struct body *b, char *err)

@@ -5,7 +5,8 @@
  * pulls out what the document layer needs:
  *  - the text is one JSON value (RFC 8259, strict) that is an object, in
  *    valid UTF-8, nested at most BODY_MAX_DEPTH deep, at most BODY_MAX_LEN
- *    bytes, with nothing but whitespace after it; integers (no fraction or
+ *    bytes (BODY_MAX_INPUT with "_attachments", whose inline data is
+ *    stored apart from the body), with nothing but whitespace after it; integers (no fraction or
  *    exponent) must fit int64 or uint64 and member names may not hold
  *    \u0000, as json-c would change either;
  *  - top-level members whose name starts with '_' are reserved (CouchDB):
@@ -39,7 +40,9 @@
 
 struct json_object;
 
-#define BODY_MAX_LEN (4u << 20)   /* bytes of a body */
+#define BODY_MAX_LEN (4u << 20)   /* bytes of a body as stored */
+#define BODY_MAX_INPUT (256u << 20)  /* bytes of a body as given, with
+                                        its inline attachments' base64 */
 #define BODY_MAX_DEPTH 256u       /* nesting of arrays and objects */
 #define BODY_ERRLEN 160u
 

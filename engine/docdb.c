@@ -564,6 +564,10 @@ static int prep_request(struct docdb *d, struct body_pool *pool,
 	} else {
 		p->text = p->owned;
 	}
+	if (p->tlen > BODY_MAX_LEN)
+		return put_fail(r, BARREL_E_TOOBIG, "document body of %zu bytes "
+				"without its attachments (limit %u)", p->tlen,
+				BODY_MAX_LEN);
 	if ((r->flags & DOC_PUT_REPLICATED) && !p->b.revisions && !r->parent &&
 	    !p->b.has_rev)
 		return put_fail(r, BARREL_E_INVALID,

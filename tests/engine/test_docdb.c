@@ -157,6 +157,17 @@ static int put_req(struct docdb *d, struct doc_put *p)
 	return p->rc;
 }
 
+/* A new document from len bytes of body (not NUL-terminated). */
+static int put_n(struct docdb *d, const char *id, const char *body,
+		 size_t len)
+{
+	struct doc_put p;
+
+	req_init(&p, id, body);
+	p.len = len;
+	return put_req(d, &p);
+}
+
 static int put(struct docdb *d, const char *id, const char *body,
 	       const struct rev *parent, unsigned flags, struct rev *out)
 {
@@ -1906,6 +1917,39 @@ START_TEST(test_digest_format_parse)
 }
 END_TEST
 
+/* Inline base64 past BODY_MAX_LEN is accepted (the data becomes a blob,
+ * not body); members past it without attachments are still refused. */
+START_TEST(test_att_inline_big)
+{
+	size_t raw = 6u << 20, b64 = (raw + 2) / 3 * 4;
+	size_t cap = b64 + 256, n;
+	char *body = malloc(cap);
+	struct doc doc;
+	struct fx f;
+
+	ck_assert_ptr_nonnull(body);
+	fx_open(&f);
+	n = (size_t)snprintf(body, cap, "{\"v\":1,\"_attachments\":{\"big.bin\":"
+			     "{\"content_type\":\"application/octet-stream\","
+			     "\"data\":\"");
+	for (size_t i = 0; i < b64; i += 4)
+		memcpy(body + n + i, "QUJD", 4);       /* "ABC" */
+	n += b64;
+	n += (size_t)snprintf(body + n, cap - n, "\"}}}");
+	ck_assert_int_eq(put_n(f.d, "big", body, n), 0);
+	OK(get(f.d, "big", NULL, 0, &doc));
+	ck_assert_uint_eq(doc.natts, 1);
+	ck_assert_uint_eq(doc.atts[0].length, raw);
+	ck_assert_uint_lt(doc.len, 100);
+	doc_release(&doc);
+	/* the same size as a member: too big */
+	body[8] = 'x';                /* "xattachments": a member */
+	ck_assert_int_eq(put_n(f.d, "big2", body, n), BARREL_E_TOOBIG);
+	free(body);
+	fx_close(&f);
+}
+END_TEST
+
 /* The same content attached twice (two commits, or one bulk) is one blob. */
 START_TEST(test_att_dedup)
 {
@@ -3068,6 +3112,7 @@ static Suite *docdb_suite(void)
 	tcase_set_timeout(att, 180);
 	tcase_add_test(att, test_att_stream_5mib);
 	tcase_add_test(att, test_digest_format_parse);
+	tcase_add_test(att, test_att_inline_big);
 	tcase_add_test(att, test_att_dedup);
 	tcase_add_test(att, test_att_keep_and_drop);
 	tcase_add_test(att, test_att_inline_and_bad_stub);
