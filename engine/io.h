@@ -3,7 +3,7 @@
  *
  * bio_uring_new() is the real implementation (liburing): writes and the
  * fdatasync that follows them are submitted as one linked chain with a
- * single io_uring_enter(); reads go through a per-thread ring.
+ * single io_uring_enter(); reads are pread(2) (io_uring.c says why).
  *
  * bio_fault_new() is an in-memory filesystem for tests (the method of
  * SQLite's crash VFS): it remembers, per file, what has been made durable

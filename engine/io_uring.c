@@ -9,9 +9,11 @@
  * longer than the ring is cut into several chains, each run to completion
  * before the next is submitted, so order (writes before their fsync) holds.
  *
- * Reads: a small ring per thread and per bio, created on a thread's first
- * read, freed when the thread exits (pthread_key destructor) or when the
- * bio is freed, whichever comes first.
+ * Reads: pread(2). A read is one synchronous request, nearly always
+ * served by the page cache; a ring gains nothing with one request in
+ * flight, and on a filesystem without non-blocking buffered reads (tmpfs)
+ * io_uring hands every such request to a kernel worker thread, which cost
+ * a context switch per read (the mount's reads ran at half speed there).
  *
  * Everything else (open, allocate, directory operations) is a plain
  * system call: those are rare and not on a latency path.
@@ -30,26 +32,16 @@
 #include <unistd.h>
 
 #define WRING_ENTRIES 128u     /* most SQEs in one linked chain */
-#define RRING_ENTRIES 4u
-#define READ_MAX (1u << 30)    /* bytes per read SQE (a CQE result is an int) */
+#define READ_MAX (1u << 30)    /* bytes per pread */
 
 struct uring_bio;
 
-/* One thread's read ring. */
-struct rring {
-	struct io_uring ring;
-	struct uring_bio *io;
-	struct rring *prev, *next;   /* io->rrings; protected by io->rlock */
-};
 
 struct uring_bio {
 	struct bio base;
 	pthread_mutex_t wlock;       /* one batch at a time on wring */
 	struct io_uring wring;       /* protected by wlock */
 	bool wring_ok;               /* protected by wlock; false: no ring */
-	pthread_key_t rkey;          /* the calling thread's struct rring */
-	pthread_mutex_t rlock;
-	struct rring *rrings;        /* every live read ring; protected by rlock */
 	_Atomic uint64_t written;    /* bytes written by write_batch */
 };
 
@@ -128,116 +120,22 @@ static int ring_init(struct io_uring *ring, unsigned entries, unsigned flags)
 
 /* ---- reads ---- */
 
-static void rring_unlink(struct uring_bio *io, struct rring *r)
-{
-	if (r->prev)
-		r->prev->next = r->next;
-	else
-		io->rrings = r->next;
-	if (r->next)
-		r->next->prev = r->prev;
-}
-
-static void rring_free(struct rring *r)
-{
-	io_uring_queue_exit(&r->ring);
-	free(r);
-}
-
-/* Thread exit: the pthread_key destructor. */
-static void rring_thread_exit(void *arg)
-{
-	struct rring *r = arg;
-	struct uring_bio *io = r->io;
-
-	pthread_mutex_lock(&io->rlock);
-	rring_unlink(io, r);
-	pthread_mutex_unlock(&io->rlock);
-	rring_free(r);
-}
-
-/* Forget and free the calling thread's ring (after a ring failure). */
-static void rring_drop(struct uring_bio *io, struct rring *r)
-{
-	pthread_setspecific(io->rkey, NULL);
-	rring_thread_exit(r);
-}
-
-/* The calling thread's read ring, created on first use. */
-static int rring_get(struct uring_bio *io, struct rring **out)
-{
-	struct rring *r = pthread_getspecific(io->rkey);
-	int err;
-
-	if (r)
-		goto out;
-	r = calloc(1, sizeof(*r));
-	if (!r)
-		return -ENOMEM;
-	err = ring_init(&r->ring, RRING_ENTRIES, IORING_SETUP_COOP_TASKRUN);
-	if (err)
-		goto out_free;
-	err = -pthread_setspecific(io->rkey, r);
-	if (err)
-		goto out_exit;
-	r->io = io;
-	pthread_mutex_lock(&io->rlock);
-	r->next = io->rrings;
-	if (r->next)
-		r->next->prev = r;
-	io->rrings = r;
-	pthread_mutex_unlock(&io->rlock);
-out:
-	*out = r;
-	return 0;
-
-out_exit:
-	io_uring_queue_exit(&r->ring);
-out_free:
-	free(r);
-	return err;
-}
-
-/* One read SQE: bytes read, 0 at EOF, or -errno. */
-static int ring_read(struct uring_bio *io, struct rring *r, int fd,
-		     void *buf, unsigned len, uint64_t off)
-{
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
-	int res = 0, err;
-
-	if (!sqe) {
-		rring_drop(io, r);
-		return -EIO;
-	}
-	io_uring_prep_read(sqe, fd, buf, len, off);
-	sqe->user_data = 0;
-	err = ring_run(&r->ring, 1, &res);
-	if (err) {
-		rring_drop(io, r);
-		return err;
-	}
-	return res;
-}
-
 static ssize_t uring_read(struct bio_file *bf, void *buf, size_t len,
 			  uint64_t off)
 {
 	struct ufile *f = ufile(bf);
-	struct rring *r = NULL;
 	size_t done = 0;
-	int err;
 
-	err = rring_get(f->io, &r);
-	if (err)
-		return err;
-	/* Normally one pass; loop on a short read until EOF. */
+	/* Normally one call; loop on a short read until EOF. */
 	while (done < len) {
 		size_t want = len - done < READ_MAX ? len - done : READ_MAX;
-		int got = ring_read(f->io, r, f->fd, (char *)buf + done,
-				    (unsigned)want, off + done);
+		ssize_t got = pread(f->fd, (char *)buf + done, want,
+				    (off_t)(off + done));
 
+		if (got < 0 && errno == EINTR)
+			continue;
 		if (got < 0)
-			return got;
+			return -errno;
 		if (got == 0)
 			break;
 		done += (size_t)got;
@@ -586,16 +484,8 @@ static void uring_free(struct bio *bio)
 
 	if (!io)
 		return;
-	pthread_key_delete(io->rkey);
-	while (io->rrings) {
-		struct rring *r = io->rrings;
-
-		rring_unlink(io, r);
-		rring_free(r);
-	}
 	if (io->wring_ok)
 		io_uring_queue_exit(&io->wring);
-	pthread_mutex_destroy(&io->rlock);
 	pthread_mutex_destroy(&io->wlock);
 	free(io);
 }
@@ -613,15 +503,9 @@ struct bio *bio_uring_new(void)
 	if (err)
 		goto out_free;
 	io->wring_ok = true;
-	err = pthread_key_create(&io->rkey, rring_thread_exit);
-	if (err)
-		goto out_exit_ring;
 	pthread_mutex_init(&io->wlock, NULL);
-	pthread_mutex_init(&io->rlock, NULL);
 	return &io->base;
 
-out_exit_ring:
-	io_uring_queue_exit(&io->wring);
 out_free:
 	free(io);
 	errno = err;
