@@ -67,7 +67,8 @@ EXTRA_DIST += $(FS_TESTS) tests/fs/lib.sh
 SYNC_TESTS = \
 	tests/sync/test_http \
 	tests/sync/test_api_doc \
-	tests/sync/test_repl
+	tests/sync/test_repl \
+	tests/sync/test_jobs
 check_PROGRAMS += $(SYNC_TESTS)
 TESTS += $(SYNC_TESTS)
 EXTRA_DIST += tests/sync/synctest.h
@@ -82,6 +83,9 @@ tests_sync_test_api_doc_LDADD = $(SYNC_TEST_LIBS)
 tests_sync_test_repl_SOURCES = tests/sync/test_repl.c
 tests_sync_test_repl_CFLAGS = $(SYNC_TEST_CFLAGS)
 tests_sync_test_repl_LDADD = $(SYNC_TEST_LIBS)
+tests_sync_test_jobs_SOURCES = tests/sync/test_jobs.c
+tests_sync_test_jobs_CFLAGS = $(SYNC_TEST_CFLAGS)
+tests_sync_test_jobs_LDADD = $(SYNC_TEST_LIBS)
 
 # Sync between real programs: barrel-syncd, barrelsync, two barrelfs mounts
 # and a PouchDB peer (node; skips without tests/sync/node_modules).
