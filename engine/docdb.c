@@ -825,7 +825,34 @@ static int resolve_atts(struct edit *e, const struct revrec *base,
 	return rc;
 }
 
-/* Attachments from the record of base (may be NULL: none; else kept). */
+/* The nearest revision from base up (base first) whose record is kept
+ * into *ri; BARREL_E_NOTFOUND when the policy dropped every one. */
+static int kept_ancestor(struct edit *e, const struct rev *base,
+			 struct revtree_info *ri)
+{
+	size_t max = revtree_count(e->tree), n = 0;
+	struct rev *path = malloc((max ? max : 1) * sizeof(*path));
+	int rc;
+
+	if (!path)
+		return -ENOMEM;
+	rc = revtree_path(e->tree, base, path, max, &n);
+	for (size_t i = 0; !rc && i < n; i++)
+		if (!(rc = revtree_find(e->tree, &path[i], ri)) && ri->has_body)
+			goto out_free;
+	if (!rc)
+		rc = BARREL_E_NOTFOUND;
+out_free:
+	free(path);
+	return rc;
+}
+
+/*
+ * Attachments from the record of base (NULL: none). When the history
+ * policy dropped base's record (a stale save of an old revision), those
+ * of its nearest kept ancestor, or else of the current winner: what the
+ * document has now is the best guess at what the editor left alone.
+ */
 static int resolve_atts_from(struct edit *e, const struct rev *base,
 			     uint64_t gen)
 {
@@ -834,10 +861,16 @@ static int resolve_atts_from(struct edit *e, const struct rev *base,
 	struct revrec rr;
 	int rc;
 
+	if (base && (rc = kept_ancestor(e, base, &ri)) == BARREL_E_NOTFOUND)
+		rc = e->have_w0 ? revtree_find(e->tree, &e->w0, &ri)
+				: BARREL_E_NOTFOUND;
+	if (base && rc == BARREL_E_NOTFOUND)
+		base = NULL;
+	else if (base && rc)
+		return rc;
 	if (!base)
 		return resolve_atts(e, NULL, gen);
-	if ((rc = revtree_find(e->tree, base, &ri)) ||
-	    (rc = load_revrec(e, base, ri.body_ref, &v, &rr)))
+	if ((rc = load_revrec(e, &ri.rev, ri.body_ref, &v, &rr)))
 		return rc;
 	rc = resolve_atts(e, &rr, gen);
 	revrec_release(&rr);

@@ -858,6 +858,39 @@ START_TEST(test_put_branch)
 }
 END_TEST
 
+/* A stale save of a revision whose record the history policy dropped
+ * (and every ancestor's) branches with the winner's attachments. */
+START_TEST(test_put_branch_pruned)
+{
+	struct docdb_opts o = { .keep_bodies = 1 };
+	struct rev r[4], b;
+	struct doc_att a;
+	struct doc doc;
+	struct doc_put p;
+	struct fx f;
+
+	fx_open_opts(&f, &o);
+	att_bytes(f.d, "hello", 5, "a.txt", "text/plain", &a);
+	req_init(&p, "d", "{\"v\":0}");
+	p.atts = &a;
+	p.natts = 1;
+	ck_assert_int_eq(put_req(f.d, &p), 0);
+	r[0] = p.rev;
+	for (int i = 1; i < 4; i++)
+		ck_assert_int_eq(put(f.d, "d", "{\"v\":1}", &r[i - 1],
+				     DOC_PUT_KEEP_ATTS, &r[i]), 0);
+	expect_get_rc(f.d, "d", &r[1], 0, BARREL_E_NOTFOUND);
+	ck_assert_int_eq(put(f.d, "d", "{\"v\":\"stale\"}", &r[1],
+			     DOC_PUT_BRANCH | DOC_PUT_KEEP_ATTS, &b), 0);
+	ck_assert_uint_eq(b.gen, 3);
+	OK(get(f.d, "d", &b, 0, &doc));
+	ck_assert_uint_eq(doc.natts, 1);
+	ck_assert_str_eq(doc.atts[0].name, "a.txt");
+	doc_release(&doc);
+	fx_close(&f);
+}
+END_TEST
+
 /* A DOC_PUT_NOSYNC bulk is visible on return and durable after
  * bdb_sync(); a bulk with one durable write commits durably. */
 START_TEST(test_put_nosync)
@@ -3081,6 +3114,7 @@ static Suite *docdb_suite(void)
 	tcase_add_test(tc, test_update_unknown_parent);
 	tcase_add_test(tc, test_put_on_winner);
 	tcase_add_test(tc, test_put_branch);
+	tcase_add_test(tc, test_put_branch_pruned);
 	tcase_add_test(tc, test_put_nosync);
 	tcase_add_test(tc, test_put_normalize);
 	tcase_add_test(tc, test_doc_json);
