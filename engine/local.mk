@@ -15,7 +15,8 @@ libbarrel_a_SOURCES = \
 	engine/docdb.h engine/docdb_i.h engine/docdb.c engine/docatt.c \
 	engine/docname.h engine/docname.c engine/docdiff.h engine/docdiff.c \
 	engine/hex.h \
-	engine/collate.h engine/collate.c engine/mapjs.h engine/mapjs.c
+	engine/collate.h engine/collate.c engine/mapjs.h engine/mapjs.c \
+	engine/view.h engine/view.c
 libbarrel_a_CFLAGS = $(AM_CFLAGS) $(URING_CFLAGS) $(XXHASH_CFLAGS) \
 	$(JSONC_CFLAGS) $(CRYPTO_CFLAGS) $(GIT2_CFLAGS) $(ICU_CFLAGS) \
 	$(DUKTAPE_CFLAGS)

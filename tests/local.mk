@@ -18,7 +18,8 @@ ENGINE_TESTS = \
 	tests/engine/test_body \
 	tests/engine/test_docdb \
 	tests/engine/test_collate \
-	tests/engine/test_mapjs
+	tests/engine/test_mapjs \
+	tests/engine/test_view
 
 check_PROGRAMS += $(ENGINE_TESTS) tests/engine/killnine_writer \
 	tests/fuzz/fuzz_body
@@ -44,6 +45,7 @@ tests_engine_test_body_SOURCES = tests/engine/test_body.c
 tests_engine_test_docdb_SOURCES = tests/engine/test_docdb.c
 tests_engine_test_collate_SOURCES = tests/engine/test_collate.c
 tests_engine_test_mapjs_SOURCES = tests/engine/test_mapjs.c
+tests_engine_test_view_SOURCES = tests/engine/test_view.c
 # The body fuzz target: under gcc a standalone driver replays the corpus
 # and mutations of it; test_fuzz_body.sh also runs it under libFuzzer when
 # clang has it.
