@@ -861,15 +861,15 @@ static int resolve_atts_from(struct edit *e, const struct rev *base,
 	struct revrec rr;
 	int rc;
 
-	if (base && (rc = kept_ancestor(e, base, &ri)) == BARREL_E_NOTFOUND)
-		rc = e->have_w0 ? revtree_find(e->tree, &e->w0, &ri)
-				: BARREL_E_NOTFOUND;
-	if (base && rc == BARREL_E_NOTFOUND)
-		base = NULL;
-	else if (base && rc)
-		return rc;
 	if (!base)
 		return resolve_atts(e, NULL, gen);
+	if ((rc = kept_ancestor(e, base, &ri)) == BARREL_E_NOTFOUND)
+		rc = e->have_w0 ? revtree_find(e->tree, &e->w0, &ri)
+				: BARREL_E_NOTFOUND;
+	if (rc == BARREL_E_NOTFOUND)
+		return resolve_atts(e, NULL, gen);
+	if (rc)
+		return rc;
 	if ((rc = load_revrec(e, &ri.rev, ri.body_ref, &v, &rr)))
 		return rc;
 	rc = resolve_atts(e, &rr, gen);
