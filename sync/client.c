@@ -15,12 +15,14 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <zlib.h>
 
 #include "engine/error.h"
 #include "sync/client.h"
 
 #define CLIENT_MAX_REPLY (1ull << 30)   /* bytes of a reply body */
 #define CLIENT_CANCEL_POLL_MS 50u
+#define CLIENT_GZIP_MIN 1024u           /* smaller request bodies go plain */
 
 struct client {
 	CURL *curl;
@@ -30,6 +32,7 @@ struct client {
 	char *db;              /* decoded database name */
 	char *sock;            /* UNIX socket path, or NULL */
 	char *user, *pass;     /* decoded credentials, or NULL */
+	bool gzip_requests;    /* compress JSON request bodies */
 	char curl_err[CURL_ERROR_SIZE];
 };
 
@@ -410,19 +413,27 @@ static int client_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
 	return 0;
 }
 
-static struct curl_slist *client_headers(const char *body,
+/* Does extra name a Content-Type? Then the body is not ours (JSON). */
+static bool client_own_type(const char *const *extra)
+{
+	for (size_t i = 0; extra && extra[i]; i++)
+		if (!strncasecmp(extra[i], "Content-Type:", 13))
+			return true;
+	return false;
+}
+
+static struct curl_slist *client_headers(const char *body, bool gzipped,
 					 const char *const *extra)
 {
 	struct curl_slist *h = NULL, *t;
+	bool ctype = client_own_type(extra);
 
-	bool ctype = false;
-
-	for (size_t i = 0; extra && extra[i]; i++)
-		if (!strncasecmp(extra[i], "Content-Type:", 13))
-			ctype = true;
 	h = curl_slist_append(h, "Accept: application/json");
 	if (h && body && !ctype && (t = curl_slist_append(h,
 				"Content-Type: application/json")))
+		h = t;
+	if (h && gzipped && (t = curl_slist_append(h,
+				"Content-Encoding: gzip")))
 		h = t;
 	for (size_t i = 0; h && extra && extra[i]; i++)
 		if ((t = curl_slist_append(h, extra[i])))
@@ -453,6 +464,8 @@ static void client_setup(struct client *c, const char *method,
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->curl_err);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)c->o.connect_ms);
 	curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+	/* every encoding libcurl decodes: a peer may gzip its replies */
+	curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
 	if (!strcmp(method, "HEAD"))
 		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
 	if (body || !strcmp(method, "PUT") || !strcmp(method, "POST")) {
@@ -533,9 +546,42 @@ static int client_attempt(struct client *c, const char *method,
 	rep->len = b.len;
 	if (!rep->body)
 		return -ENOMEM;
-	if (rep->len)
+	if (rep->len && !(flags & CLIENT_NO_PARSE))
 		rep->json = json_tokener_parse(rep->body);
 	return 0;
+}
+
+/* body[0..len) gzipped into *out (malloc'ed); false when it would not
+ * be smaller or memory is short: then it goes plain. */
+static bool client_gzip(const char *body, size_t len, char **out,
+			size_t *olen)
+{
+	z_stream z = { 0 };
+	size_t cap = deflateBound(&z, (uLong)len) + 32;
+	unsigned char *p;
+	int zr;
+
+	if (len > UINT32_MAX || !(p = malloc(cap)))
+		return false;
+	/* level 1: speed first; 15 + 16: gzip's header and trailer */
+	if (deflateInit2(&z, 1, Z_DEFLATED, 15 + 16, 8,
+			 Z_DEFAULT_STRATEGY) != Z_OK) {
+		free(p);
+		return false;
+	}
+	z.next_in = (unsigned char *)body;
+	z.avail_in = (uInt)len;
+	z.next_out = p;
+	z.avail_out = (uInt)cap;
+	zr = deflate(&z, Z_FINISH);
+	*olen = cap - z.avail_out;
+	deflateEnd(&z);
+	if (zr != Z_STREAM_END || *olen >= len) {
+		free(p);
+		return false;
+	}
+	*out = (char *)p;
+	return true;
 }
 
 int client_call(struct client *c, const char *method, const char *path,
@@ -543,11 +589,17 @@ int client_call(struct client *c, const char *method, const char *path,
 		unsigned flags, struct client_reply *rep, char *err)
 {
 	unsigned delay = c->o.backoff_ms, attempts = 0;
-	struct curl_slist *h = client_headers(body, headers);
+	char *gz = NULL;
+	bool gzipped = c->gzip_requests && body && len >= CLIENT_GZIP_MIN &&
+		       !client_own_type(headers) &&
+		       client_gzip(body, len, &gz, &len);
+	struct curl_slist *h = client_headers(body, gzipped, headers);
 	char *url = client_cat(c->base, path, "");
 	int rc;
 
 	memset(rep, 0, sizeof(*rep));
+	if (gzipped)
+		body = gz;
 	if (!h || !url) {
 		rc = -ENOMEM;
 		goto out_free;
@@ -584,6 +636,7 @@ out_free:
 		snprintf(err, CLIENT_ERRLEN, "out of memory");
 	curl_slist_free_all(h);
 	free(url);
+	free(gz);
 	return rc;
 }
 
@@ -602,4 +655,28 @@ int client_json(struct client *c, const char *method, const char *path,
 		return -ENOMEM;
 	}
 	return client_call(c, method, path, body, len, NULL, 0, rep, err);
+}
+
+void client_gzip_requests(struct client *c, bool on)
+{
+	c->gzip_requests = on;
+}
+
+int client_server(struct client *c, struct client_reply *rep, char *err)
+{
+	char *slash = strrchr(c->base, '/');
+	char *saved = c->base, *root;
+	int rc;
+
+	memset(rep, 0, sizeof(*rep));
+	if (!slash || !(root = strndup(c->base, (size_t)(slash - c->base) + 1))) {
+		snprintf(err, CLIENT_ERRLEN, "out of memory");
+		return -ENOMEM;
+	}
+	c->base = root;
+	rc = client_call(c, "GET", "", NULL, 0, NULL, CLIENT_NO_RETRY, rep,
+			 err);
+	c->base = saved;
+	free(root);
+	return rc;
 }

@@ -9,6 +9,8 @@
  * socket).
  *
  * Requests carry JSON bodies and their replies are parsed with json-c.
+ * Replies may come gzipped (every request accepts it); request bodies
+ * are gzipped only after client_gzip_requests().
  * A request that cannot reach the peer (connection refused or reset,
  * timeout) or that gets a 5xx status is retried with exponential backoff
  * (opts.backoff_ms doubling up to opts.backoff_max_ms, opts.retries more
@@ -81,6 +83,8 @@ enum client_req_flags {
 	CLIENT_IDLE = 1 << 0,     /* may wait for events (a longpoll):
 	                             no idle timeout, cancel at level 1 */
 	CLIENT_NO_RETRY = 1 << 1, /* one attempt only */
+	CLIENT_NO_PARSE = 1 << 2, /* leave the body as text (json NULL):
+	                             the caller scans it itself */
 };
 
 /*
@@ -101,6 +105,21 @@ int client_call(struct client *c, const char *method, const char *path,
 /* client_call() with body j (NULL: none) sent as JSON text. */
 int client_json(struct client *c, const char *method, const char *path,
 		struct json_object *j, struct client_reply *rep, char *err);
+
+/*
+ * GET on the server's root ("/", or "/prefix/" of a URL with one): its
+ * welcome ({"couchdb":"Welcome","vendor":{"name":...}}), one attempt.
+ * As client_call().
+ */
+int client_server(struct client *c, struct client_reply *rep, char *err);
+
+/*
+ * Send JSON request bodies of at least a KiB gzip-compressed
+ * (Content-Encoding: gzip) from now on; only to a peer known to accept
+ * them (barrelfs). Replies are always accepted gzipped (libcurl
+ * decodes them). Off by default.
+ */
+void client_gzip_requests(struct client *c, bool on);
 
 /*
  * s percent-encoded for a URL path segment or query value (everything

@@ -12,7 +12,15 @@
  *     file), refuse a Content-Length over SRV_MAX_BODY, decode the path
  *     and query;
  *  2. next calls: append the body (413 once it passes SRV_MAX_BODY);
- *  3. last call: api_dispatch(), which replies once through hreq_reply*().
+ *  3. last call: inflate a body sent with Content-Encoding gzip (400
+ *     when it is not gzip, 413 past SRV_MAX_BODY inflated), then
+ *     api_dispatch(), which replies once through hreq_reply*().
+ *
+ * Replies of text, JSON or multipart are gzipped when the request's
+ * Accept-Encoding allows it and they are at least SRV_GZIP_MIN bytes
+ * (streams of unknown size always), with Content-Encoding: gzip; every
+ * such reply says Vary: Accept-Encoding. Streams are deflated as they
+ * come, each piece flushed, so a feed is never held back.
  *
  * MHD's own unescaping is replaced by a callback that leaves text as it
  * is, so "%2F" inside a segment survives; we split the path on '/' and
@@ -43,6 +51,7 @@
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "engine/error.h"
 #include "sync/api.h"
@@ -54,6 +63,8 @@
 #define SRV_STREAM_BLOCK (32u << 10)
 #define SRV_MAX_PASSWD (1u << 20)     /* bytes of a password file */
 #define SRV_MAX_TLS_FILE (1u << 20)
+#define SRV_GZIP_MIN 1024u            /* smaller replies go plain */
+#define SRV_GZIP_LEVEL 1              /* deflate level: speed first */
 
 /* One listening daemon; the cls of its callbacks. */
 struct listener {
@@ -98,6 +109,7 @@ struct hctx {
 	bool queued;              /* ... and handed to MHD */
 	bool too_large;
 	bool bad_arg;             /* a query argument failed to decode */
+	bool gzip_ok;             /* Accept-Encoding allows gzip */
 	char *body;
 	size_t len, cap;
 	struct harg *args;
@@ -185,6 +197,203 @@ out_bad:
 	return BARREL_E_INVALID;
 }
 
+/* ---- gzip (Content-Encoding) ---- */
+
+/* Does an Accept-Encoding value allow gzip ("gzip" or "*", q > 0)? */
+static bool gzip_accepted(const char *ae)
+{
+	while (ae && *ae) {
+		size_t n = strcspn(ae, ",");
+		const char *semi = memchr(ae, ';', n), *q;
+		size_t tok = semi ? (size_t)(semi - ae) : n;
+		bool zero = false;
+
+		while (tok && (*ae == ' ' || *ae == '\t'))
+			ae++, tok--, n--;
+		while (tok && (ae[tok - 1] == ' ' || ae[tok - 1] == '\t'))
+			tok--;
+		if (semi && (q = strstr(semi, "q=")) && q < ae + n)
+			zero = strtod(q + 2, NULL) <= 0.0;
+		if (!zero && ((tok == 4 && !strncasecmp(ae, "gzip", 4)) ||
+			      (tok == 6 && !strncasecmp(ae, "x-gzip", 6)) ||
+			      (tok == 1 && *ae == '*')))
+			return true;
+		ae += n;
+		if (*ae == ',')
+			ae++;
+	}
+	return false;
+}
+
+/* Is a reply of type ctype worth compressing (text, JSON, multipart)? */
+static bool gzip_type(const char *ctype)
+{
+	static const char *const types[] = {
+		"application/json", "text/", "multipart/",
+		"application/javascript", "application/xml",
+	};
+
+	for (size_t i = 0; ctype && i < sizeof(types) / sizeof(types[0]); i++)
+		if (!strncasecmp(ctype, types[i], strlen(types[i])))
+			return true;
+	return false;
+}
+
+/* Has the handler added reply header name? */
+static bool has_reply_header(const struct hctx *c, const char *name)
+{
+	for (size_t i = 0; i < c->nhdrs; i++)
+		if (!strcasecmp(c->hdrs[i].name, name))
+			return true;
+	return false;
+}
+
+/* Is a reply of this status and type to be gzipped (when big enough)?
+ * Adds "Vary: Accept-Encoding" to every reply that could be. */
+static bool gzip_want(struct hctx *c, int status, const char *ctype)
+{
+	if (!gzip_type(ctype) || status < 200 || status == 204 ||
+	    status == 206 || status == 304 ||
+	    has_reply_header(c, "Content-Range") ||
+	    has_reply_header(c, "Content-Encoding"))
+		return false;
+	if (hreq_header_add(&c->r, "Vary", "Accept-Encoding"))
+		return false;
+	return c->gzip_ok;
+}
+
+static int gzip_init(z_stream *z)
+{
+	memset(z, 0, sizeof(*z));
+	/* 15 + 16: a gzip header and trailer around the deflate stream */
+	return deflateInit2(z, SRV_GZIP_LEVEL, Z_DEFLATED, 15 + 16, 8,
+			    Z_DEFAULT_STRATEGY) == Z_OK ? 0 : -ENOMEM;
+}
+
+/* Deflate len bytes of in (flush: Z_SYNC_FLUSH or Z_FINISH) onto the
+ * end of *out (*len bytes used of *cap, grown by realloc). */
+static int gzip_deflate(z_stream *z, const void *in, size_t len, int flush,
+			unsigned char **out, size_t *olen, size_t *cap)
+{
+	int zr;
+
+	z->next_in = (unsigned char *)in;
+	z->avail_in = (uInt)len;
+	do {
+		if (*cap - *olen < 64) {
+			size_t ncap = *cap ? *cap * 2 : 4096;
+			unsigned char *p = realloc(*out, ncap);
+
+			if (!p)
+				return -ENOMEM;
+			*out = p;
+			*cap = ncap;
+		}
+		z->next_out = *out + *olen;
+		z->avail_out = (uInt)(*cap - *olen);
+		zr = deflate(z, flush);
+		*olen = *cap - z->avail_out;
+		if (zr == Z_STREAM_ERROR)
+			return -EIO;
+	} while (z->avail_out == 0 || z->avail_in ||
+		 (flush == Z_FINISH && zr != Z_STREAM_END));
+	return 0;
+}
+
+/* buf[0..len) gzipped into *out (malloc'ed); 1 when not smaller. */
+static int gzip_buf(const char *buf, size_t len, char **out, size_t *olen)
+{
+	unsigned char *p = NULL;
+	size_t n = 0, cap = len / 3 + 256;
+	z_stream z;
+	int rc;
+
+	if (len > UINT32_MAX || (rc = gzip_init(&z)))
+		return len > UINT32_MAX ? 1 : rc;
+	if (!(p = malloc(cap))) {
+		deflateEnd(&z);
+		return -ENOMEM;
+	}
+	rc = gzip_deflate(&z, buf, len, Z_FINISH, &p, &n, &cap);
+	deflateEnd(&z);
+	if (!rc && n >= len)
+		rc = 1;
+	if (rc) {
+		free(p);
+		return rc;
+	}
+	*out = (char *)p;
+	*olen = n;
+	return 0;
+}
+
+/*
+ * The request body, sent with Content-Encoding gzip (or deflate), inflated
+ * in place of c->body. BARREL_E_INVALID for a bad stream, BARREL_E_TOOBIG
+ * past SRV_MAX_BODY, -EOPNOTSUPP for another encoding.
+ */
+static int gunzip_body(struct hctx *c)
+{
+	const char *ce = hreq_header(&c->r, "Content-Encoding");
+	unsigned char *out = NULL;
+	size_t n = 0, cap = 0;
+	z_stream z = { 0 };
+	int zr = Z_OK, rc = 0;
+
+	if (!ce || !strcasecmp(ce, "identity"))
+		return 0;
+	if (strcasecmp(ce, "gzip") && strcasecmp(ce, "x-gzip") &&
+	    strcasecmp(ce, "deflate"))
+		return -EOPNOTSUPP;
+	/* 15 + 32: a gzip or zlib header, detected */
+	if (inflateInit2(&z, 15 + 32) != Z_OK)
+		return -ENOMEM;
+	z.next_in = (unsigned char *)c->body;
+	z.avail_in = (uInt)c->len;
+	while (!rc && zr != Z_STREAM_END) {
+		if (n == cap) {          /* full: grow, up to SRV_MAX_BODY + 1 */
+			size_t ncap = cap ? cap * 2 : c->len * 4 + 4096;
+			unsigned char *p;
+
+			if (ncap > SRV_MAX_BODY + 1u)
+				ncap = SRV_MAX_BODY + 1u;
+			if (cap == ncap) {
+				rc = BARREL_E_TOOBIG;
+				break;
+			}
+			if (!(p = realloc(out, ncap + 1))) {
+				rc = -ENOMEM;
+				break;
+			}
+			out = p;
+			cap = ncap;
+		}
+		z.next_out = out + n;
+		z.avail_out = (uInt)(cap - n);
+		zr = inflate(&z, Z_NO_FLUSH);
+		n = cap - z.avail_out;
+		if (zr == Z_NEED_DICT || zr == Z_DATA_ERROR ||
+		    (zr == Z_BUF_ERROR && z.avail_out) ||
+		    (zr == Z_STREAM_END && z.avail_in))
+			rc = BARREL_E_INVALID;
+		else if (zr == Z_MEM_ERROR)
+			rc = -ENOMEM;
+	}
+	inflateEnd(&z);
+	if (!rc && n > SRV_MAX_BODY)
+		rc = BARREL_E_TOOBIG;
+	if (rc) {
+		free(out);
+		return rc;
+	}
+	out[n] = '\0';
+	free(c->body);
+	c->body = (char *)out;
+	c->len = n;
+	c->cap = cap + 1;
+	return 0;
+}
+
 /* ---- replies ---- */
 
 static int add_std_headers(struct hctx *c, struct MHD_Response *resp,
@@ -240,6 +449,25 @@ int hreq_reply(struct hreq *r, int status, const char *ctype, char *buf,
 	if (!claim_reply(c)) {
 		free(buf);
 		return BARREL_E_INVALID;
+	}
+	if (len >= SRV_GZIP_MIN && gzip_want(c, status, ctype)) {
+		char *gz;
+		size_t gzlen;
+		int rc = gzip_buf(buf, len, &gz, &gzlen);
+
+		if (rc < 0) {
+			free(buf);
+			return rc;
+		}
+		if (rc == 0 && hreq_header_add(r, "Content-Encoding", "gzip")) {
+			free(gz);
+			rc = 1;
+		}
+		if (rc == 0) {
+			free(buf);
+			buf = gz;
+			len = gzlen;
+		}
 	}
 	resp = MHD_create_response_from_buffer(len, buf, MHD_RESPMEM_MUST_FREE);
 	if (!resp) {
@@ -331,6 +559,82 @@ static void stream_free(void *cls)
 	free(st);
 }
 
+/*
+ * A streamed reply gzipped on the fly: what the handler's fn gives is
+ * deflated and flushed (Z_SYNC_FLUSH) at once, so that a feed's rows
+ * and heartbeats reach the client as they are made.
+ */
+struct gzstream {
+	z_stream z;
+	hreq_stream_fn fn;
+	void *arg;
+	void (*free_fn)(void *arg);
+	uint64_t ipos;            /* bytes fn gave */
+	char in[SRV_STREAM_BLOCK];
+	unsigned char *out;       /* deflated, not yet sent: [opos, olen) */
+	size_t opos, olen, ocap;
+	bool ended;               /* fn ended, the trailer is in out */
+};
+
+static ssize_t gz_read(void *arg, uint64_t pos, char *buf, size_t max)
+{
+	struct gzstream *g = arg;
+	ssize_t n;
+
+	(void)pos;
+	while (g->opos == g->olen) {
+		if (g->ended)
+			return HREQ_STREAM_END;
+		g->opos = g->olen = 0;
+		n = g->fn(g->arg, g->ipos, g->in, sizeof(g->in));
+		if (n == 0 || n == HREQ_STREAM_ERROR)
+			return n;
+		if (n > 0)
+			g->ipos += (uint64_t)n;
+		g->ended = n < 0;
+		if (gzip_deflate(&g->z, g->in, n > 0 ? (size_t)n : 0,
+				 n > 0 ? Z_SYNC_FLUSH : Z_FINISH, &g->out,
+				 &g->olen, &g->ocap))
+			return HREQ_STREAM_ERROR;
+	}
+	n = (ssize_t)(g->olen - g->opos < max ? g->olen - g->opos : max);
+	memcpy(buf, g->out + g->opos, (size_t)n);
+	g->opos += (size_t)n;
+	return n;
+}
+
+static void gz_free(void *arg)
+{
+	struct gzstream *g = arg;
+
+	if (g->free_fn)
+		g->free_fn(g->arg);
+	deflateEnd(&g->z);
+	free(g->out);
+	free(g);
+}
+
+/* Wrap the stream *fn, *arg, *free_fn in a gzstream (0, or -ENOMEM
+ * with the handler's stream untouched). */
+static int gz_wrap(hreq_stream_fn *fn, void **arg, void (**free_fn)(void *))
+{
+	struct gzstream *g = calloc(1, sizeof(*g));
+
+	if (!g)
+		return -ENOMEM;
+	if (gzip_init(&g->z)) {
+		free(g);
+		return -ENOMEM;
+	}
+	g->fn = *fn;
+	g->arg = *arg;
+	g->free_fn = *free_fn;
+	*fn = gz_read;
+	*arg = g;
+	*free_fn = gz_free;
+	return 0;
+}
+
 int hreq_reply_stream(struct hreq *r, int status, const char *ctype,
 		      uint64_t size, hreq_stream_fn fn, void *arg,
 		      void (*free_fn)(void *arg))
@@ -344,11 +648,15 @@ int hreq_reply_stream(struct hreq *r, int status, const char *ctype,
 			free_fn(arg);
 		return BARREL_E_INVALID;
 	}
-	if (!(st = malloc(sizeof(*st)))) {
-		if (free_fn)
-			free_fn(arg);
-		return -ENOMEM;
+	if (size >= SRV_GZIP_MIN && gzip_want(c, status, ctype)) {
+		if (!gz_wrap(&fn, &arg, &free_fn) &&
+		    !hreq_header_add(r, "Content-Encoding", "gzip"))
+			size = HREQ_SIZE_UNKNOWN;
+		else if (fn == gz_read)
+			goto out_nomem;
 	}
+	if (!(st = malloc(sizeof(*st))))
+		goto out_nomem;
 	*st = (struct hstream){ c->l->srv, fn, arg, free_fn };
 	resp = MHD_create_response_from_callback(
 		size == HREQ_SIZE_UNKNOWN ? MHD_SIZE_UNKNOWN : size,
@@ -358,6 +666,10 @@ int hreq_reply_stream(struct hreq *r, int status, const char *ctype,
 		return -ENOMEM;
 	}
 	return queue(c, status, ctype, resp);
+out_nomem:
+	if (free_fn)
+		free_fn(arg);
+	return -ENOMEM;
 }
 
 int hreq_header_add(struct hreq *r, const char *name, const char *value)
@@ -641,6 +953,7 @@ static int request_start(struct hctx *c, const char *url)
 	int rc;
 
 	c->started = true;
+	c->gzip_ok = gzip_accepted(hreq_header(&c->r, "Accept-Encoding"));
 	if (!authenticate(c))
 		return reply_unauthorized(c);
 	if (cl && strtoull(cl, NULL, 10) > SRV_MAX_BODY)
@@ -688,6 +1001,18 @@ static int request_run(struct hctx *c)
 	if (c->too_large)
 		return hreq_reply_error(&c->r, 413, "too_large",
 					"the request body is too large");
+	rc = gunzip_body(c);
+	if (rc == BARREL_E_INVALID)
+		return hreq_reply_error(&c->r, 400, "bad_request", "the request "
+					"body is not a valid gzip stream");
+	if (rc == BARREL_E_TOOBIG)
+		return hreq_reply_error(&c->r, 413, "too_large",
+					"the request body is too large");
+	if (rc == -EOPNOTSUPP)
+		return hreq_reply_error(&c->r, 415, "bad_content_type",
+					"unsupported Content-Encoding");
+	if (rc)
+		return rc;
 	c->r.body = c->body ? c->body : "";
 	c->r.len = c->len;
 	rc = api_dispatch(&c->r);

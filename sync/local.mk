@@ -9,10 +9,10 @@ libbarrelsync_a_SOURCES = \
 	sync/repl.h sync/repl.c \
 	sync/jobs.h sync/jobs.c
 libbarrelsync_a_CFLAGS = $(AM_CFLAGS) $(JSONC_CFLAGS) $(MHD_CFLAGS) \
-	$(CURL_CFLAGS) $(XCRYPT_CFLAGS)
+	$(CURL_CFLAGS) $(XCRYPT_CFLAGS) $(ZLIB_CFLAGS)
 
 SYNC_LIBS = libbarrelsync.a $(BARREL_LIBS) $(MHD_LIBS) $(CURL_LIBS) \
-	$(XCRYPT_LIBS)
+	$(XCRYPT_LIBS) $(ZLIB_LIBS)
 
 bin_PROGRAMS += barrel-syncd barrelsync
 barrel_syncd_SOURCES = sync/syncd.c

@@ -29,9 +29,13 @@
 #define REPL_JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 
 struct repl {
-	struct client *src, *dst;
+	struct client *src, *dst;      /* the writer's (repl_run()'s thread) */
+	struct client *rsrc, *rdst;    /* the reader thread's */
 	struct repl_opts o;
-	atomic_int stop;               /* repl_stop() calls since the run */
+	atomic_int stop;               /* repl_stop() calls since the run;
+	                                  the cancel of src and dst */
+	atomic_int rstop;              /* the cancel of rsrc and rdst: as
+	                                  stop, and 2 when the writer ends */
 	char id[33];                   /* replication id, md5 hex */
 	char *local_path;              /* "/_local/<id>" */
 	char *src_label, *dst_label;   /* names of the peers, malloc'ed */
@@ -45,8 +49,45 @@ struct repl {
 	char *since;                   /* JSON text: last checkpointed seq */
 	char *src_rev, *dst_rev;       /* the checkpoints' "_rev", or NULL */
 	char start_time[48];
+	atomic_bool no_multipart;      /* the target refused a multipart PUT
+	                                  (set by the writer) */
+
+	/* The reader thread's state (steps 4-6). */
+	char *rsince;                  /* JSON text: the last seq it read */
 	bool no_bulk_get;              /* the source lacks _bulk_get */
-	bool no_multipart;             /* the target refused a multipart PUT */
+	uint64_t b_checked, b_found, b_read;  /* the batch's counters */
+
+	/* What the reader hands the writer, in order (repl_item). */
+	pthread_mutex_t qlock;
+	pthread_cond_t qcond;
+	struct repl_item *qhead, *qtail;  /* protected by qlock */
+	size_t qbytes;                 /* of the queued docs; qlock */
+	bool qdone;                    /* the reader ended with qrc; qlock */
+	int qrc;
+	bool qquit;                    /* the writer ended; qlock */
+};
+
+/*
+ * Work for the writer, queued by the reader: revisions to write (steps
+ * 7), and each batch's end (8, 9). The writer takes them in order, so a
+ * batch is checkpointed after its revisions and every earlier batch's
+ * are written.
+ */
+enum repl_item_kind {
+	REPL_ITEM_DOCS,                /* JSON texts of revisions */
+	REPL_ITEM_MULTIPART,           /* one revision with big attachments */
+	REPL_ITEM_BATCH,               /* a batch read whole: its last seq */
+};
+
+struct repl_item {
+	struct repl_item *next;
+	enum repl_item_kind kind;
+	char **docs;                   /* DOCS: n texts, owned; MULTIPART: 1 */
+	size_t *lens;
+	size_t n, bytes;
+	char *last_seq;                /* BATCH: JSON text, owned */
+	size_t nrows;                  /* BATCH: changes read */
+	uint64_t checked, found, read; /* BATCH: its counters */
 };
 
 /* A growing string; oom set once an allocation failed. */
@@ -56,14 +97,15 @@ struct repl_buf {
 	bool oom;
 };
 
-/* Revisions fetched for the target, written in requests of bounded size
- * (step 7). */
+/* Revisions for the target, in pieces of bounded size: the reader's
+ * (queue set) go to the writer, the writer's to _bulk_docs (step 7). */
 struct repl_writer {
 	char **docs;                   /* JSON texts, owned */
 	size_t *lens;
 	size_t n, cap, bytes;
-	struct json_object *seen;      /* "id\nrev" already queued */
-	bool sent;                     /* something went to the target */
+	struct json_object *seen;      /* reader: "id\nrev" already queued */
+	bool queue;                    /* a flush queues for the writer */
+	bool sent;                     /* something went on (this batch) */
 };
 
 void repl_opts_init(struct repl_opts *o)
@@ -174,7 +216,7 @@ static bool jis_array(struct json_object *o)
 /* How peer c is named in messages. */
 static const char *repl_label(const struct repl *r, const struct client *c)
 {
-	return c == r->src ? r->src_label : r->dst_label;
+	return c == r->src || c == r->rsrc ? r->src_label : r->dst_label;
 }
 
 /* The JSON text of a sequence (NULL: 0), malloc'ed. */
@@ -319,12 +361,20 @@ int repl_new(const char *src, const char *dst, const struct repl_opts *o,
 	if (!r->o.max_request)
 		r->o.max_request = REPL_MAX_REQUEST;
 	pthread_mutex_init(&r->lock, NULL);
+	pthread_mutex_init(&r->qlock, NULL);
+	pthread_cond_init(&r->qcond, NULL);
 	atomic_init(&r->stop, 0);
+	atomic_init(&r->rstop, 0);
 	co = r->o.client;
 	co.cancel = &r->stop;
 	rc = client_new(src, &co, &r->src, cerr);
 	if (rc == 0)
 		rc = client_new(dst, &co, &r->dst, cerr);
+	co.cancel = &r->rstop;
+	if (rc == 0)
+		rc = client_new(src, &co, &r->rsrc, cerr);
+	if (rc == 0)
+		rc = client_new(dst, &co, &r->rdst, cerr);
 	if (rc == 0) {
 		r->src_label = strdup(o && o->src_label ? o->src_label
 					  : client_url(r->src));
@@ -351,11 +401,12 @@ static void repl_reset_run(struct repl *r)
 	r->history = NULL;
 	free(r->start_seq);
 	free(r->since);
+	free(r->rsince);
 	free(r->src_rev);
 	free(r->dst_rev);
-	r->start_seq = r->since = r->src_rev = r->dst_rev = NULL;
+	r->start_seq = r->since = r->rsince = r->src_rev = r->dst_rev = NULL;
 	r->no_bulk_get = r->o.no_bulk_get;
-	r->no_multipart = false;
+	atomic_store(&r->no_multipart, false);
 }
 
 void repl_free(struct repl *r)
@@ -365,16 +416,21 @@ void repl_free(struct repl *r)
 	repl_reset_run(r);
 	client_free(r->src);
 	client_free(r->dst);
+	client_free(r->rsrc);
+	client_free(r->rdst);
 	free(r->local_path);
 	free(r->src_label);
 	free(r->dst_label);
 	pthread_mutex_destroy(&r->lock);
+	pthread_mutex_destroy(&r->qlock);
+	pthread_cond_destroy(&r->qcond);
 	free(r);
 }
 
 void repl_stop(struct repl *r)
 {
 	atomic_fetch_add(&r->stop, 1);
+	atomic_fetch_add(&r->rstop, 1);
 }
 
 void repl_stats(struct repl *r, struct repl_stats *out)
@@ -384,9 +440,10 @@ void repl_stats(struct repl *r, struct repl_stats *out)
 	pthread_mutex_unlock(&r->lock);
 }
 
+/* Should the reader read no further batch? */
 static bool repl_stopping(struct repl *r)
 {
-	return atomic_load(&r->stop) > 0;
+	return atomic_load(&r->rstop) > 0;
 }
 
 /* A client call whose transport error becomes the run's error. */
@@ -447,6 +504,26 @@ static int repl_verify_peer(struct repl *r, struct client *c,
 	return rc;
 }
 
+/*
+ * Is c's server barrelfs (GET / names it the vendor)? Then it takes
+ * gzipped request bodies, which CouchDB and PouchDB peers are not
+ * assumed to: compress what goes to it. Any failure: plain bodies.
+ */
+static void repl_probe_gzip(struct client *c, struct client *c2)
+{
+	struct client_reply rep;
+	char err[CLIENT_ERRLEN];
+	const char *vendor;
+
+	if (client_server(c, &rep, err) < 0)
+		return;
+	vendor = rep.status == 200 ? jstr(jget(rep.json, "vendor"), "name")
+				   : NULL;
+	client_gzip_requests(c, vendor && !strcmp(vendor, "barrelfs"));
+	client_gzip_requests(c2, vendor && !strcmp(vendor, "barrelfs"));
+	client_reply_release(&rep);
+}
+
 static int repl_verify(struct repl *r)
 {
 	int rc = repl_verify_peer(r, r->src, "source", false);
@@ -454,6 +531,10 @@ static int repl_verify(struct repl *r)
 	if (rc == 0)
 		rc = repl_verify_peer(r, r->dst, "target",
 				      r->o.create_target);
+	if (rc == 0) {
+		repl_probe_gzip(r->src, r->rsrc);
+		repl_probe_gzip(r->dst, r->rdst);
+	}
 	return rc;
 }
 
@@ -604,7 +685,7 @@ static int repl_read_changes(struct repl *r, bool longpoll,
 
 	rb_str(&b, longpoll ? "/_changes?feed=longpoll" : "/_changes?feed=normal");
 	rb_str(&b, "&style=all_docs");
-	repl_add_since(&b, r->since);
+	repl_add_since(&b, r->rsince);
 	rb_str(&b, "&limit=");
 	rb_uint(&b, r->o.batch);
 	if (longpoll) {
@@ -615,7 +696,7 @@ static int repl_read_changes(struct repl *r, bool longpoll,
 	}
 	if (b.oom)
 		return repl_fail(r, -ENOMEM, "out of memory");
-	rc = repl_call(r, r->src, "GET", b.p, NULL, 0,
+	rc = repl_call(r, r->rsrc, "GET", b.p, NULL, 0,
 		       longpoll ? CLIENT_IDLE : 0, rep);
 	free(b.p);
 	if (rc == 0 && (rep->status != 200 ||
@@ -624,7 +705,7 @@ static int repl_read_changes(struct repl *r, bool longpoll,
 		rc = rep->status == 200
 			     ? repl_fail(r, -EPROTO, "GET %s/_changes: not a "
 					 "changes feed", r->src_label)
-			     : repl_bad_reply(r, r->src, "GET _changes of",
+			     : repl_bad_reply(r, r->rsrc, "GET _changes of",
 					      rep);
 		client_reply_release(rep);
 	}
@@ -676,15 +757,15 @@ static int repl_revs_diff(struct repl *r, struct json_object *rows,
 
 	if (rc < 0)
 		return repl_fail(r, rc, "out of memory");
-	rc = repl_call_json(r, r->dst, "POST", "/_revs_diff", req, rep);
+	rc = repl_call_json(r, r->rdst, "POST", "/_revs_diff", req, rep);
 	json_object_put(req);
 	if (rc == 0 && (rep->status != 200 || !rep->json ||
 			!json_object_is_type(rep->json, json_type_object))) {
-		rc = repl_bad_reply(r, r->dst, "POST _revs_diff to", rep);
+		rc = repl_bad_reply(r, r->rdst, "POST _revs_diff to", rep);
 		client_reply_release(rep);
 	}
 	if (rc == 0)
-		repl_add(r, &r->st.missing_checked, nrevs);
+		r->b_checked += nrevs;
 	return rc;
 }
 
@@ -764,10 +845,70 @@ static int repl_bulk_docs(struct repl *r, char **docs, size_t *lens, size_t n)
 	return rc;
 }
 
-static int repl_writer_flush(struct repl *r, struct repl_writer *w)
+static void repl_item_free(struct repl_item *it)
+{
+	for (size_t i = 0; it && i < it->n; i++)
+		free(it->docs[i]);
+	if (it) {
+		free(it->docs);
+		free(it->lens);
+		free(it->last_seq);
+	}
+	free(it);
+}
+
+/*
+ * Queue it (taken, also on error) for the writer. The reader waits while
+ * the queue holds more than twice max_request bytes of documents: it
+ * stays at most a request or two ahead. -ECANCELED once the writer has
+ * ended.
+ */
+static int repl_enqueue(struct repl *r, struct repl_item *it)
 {
 	int rc = 0;
 
+	pthread_mutex_lock(&r->qlock);
+	while (!r->qquit && r->qbytes &&
+	       r->qbytes + it->bytes > 2 * r->o.max_request)
+		pthread_cond_wait(&r->qcond, &r->qlock);
+	if (r->qquit) {
+		rc = -ECANCELED;
+	} else {
+		if (r->qtail)
+			r->qtail->next = it;
+		else
+			r->qhead = it;
+		r->qtail = it;
+		r->qbytes += it->bytes;
+		pthread_cond_broadcast(&r->qcond);
+	}
+	pthread_mutex_unlock(&r->qlock);
+	if (rc)
+		repl_item_free(it);
+	return rc;
+}
+
+/* Send w's documents on: the reader's to the writer (one DOCS item), the
+ * writer's to the target's _bulk_docs. */
+static int repl_writer_flush(struct repl *r, struct repl_writer *w)
+{
+	struct repl_item *it;
+	int rc = 0;
+
+	if (w->n && w->queue) {
+		if (!(it = calloc(1, sizeof(*it))))
+			return repl_fail(r, -ENOMEM, "out of memory");
+		it->kind = REPL_ITEM_DOCS;
+		it->docs = w->docs;
+		it->lens = w->lens;
+		it->n = w->n;
+		it->bytes = w->bytes;
+		w->docs = NULL;
+		w->lens = NULL;
+		w->n = w->cap = w->bytes = 0;
+		w->sent = true;
+		return repl_enqueue(r, it);
+	}
 	if (w->n) {
 		rc = repl_bulk_docs(r, w->docs, w->lens, w->n);
 		w->sent = true;
@@ -777,6 +918,39 @@ static int repl_writer_flush(struct repl *r, struct repl_writer *w)
 	w->n = 0;
 	w->bytes = 0;
 	return rc;
+}
+
+/* Append text (len bytes, malloc'ed, taken) to w, flushing first when
+ * the request would grow past max_request. */
+static int repl_writer_take(struct repl *r, struct repl_writer *w,
+			    char *text, size_t len)
+{
+	int rc = 0;
+
+	if (w->n && w->bytes + len > r->o.max_request)
+		rc = repl_writer_flush(r, w);
+	if (rc == 0 && w->n == w->cap) {
+		size_t cap = w->cap ? 2 * w->cap : 64;
+		char **d = realloc(w->docs, cap * sizeof(*d));
+		size_t *l = d ? realloc(w->lens, cap * sizeof(*l)) : NULL;
+
+		if (d)
+			w->docs = d;
+		if (!d || !l)
+			rc = repl_fail(r, -ENOMEM, "out of memory");
+		else
+			w->lens = l;
+		if (d && l)
+			w->cap = cap;
+	}
+	if (rc < 0) {
+		free(text);
+		return rc;
+	}
+	w->docs[w->n] = text;
+	w->lens[w->n++] = len;
+	w->bytes += len + 1;
+	return 0;
 }
 
 static void repl_writer_release(struct repl_writer *w)
@@ -949,55 +1123,57 @@ out_free:
 	return rc;
 }
 
-/* Queue a fetched revision, flushing first when the request would grow
- * past max_request. A revision queued before is skipped. */
+/* Queue for the writer one DOCS item of text, a revision with big
+ * attachments it sends as multipart (text taken). */
+static int repl_enqueue_multipart(struct repl *r, struct repl_writer *w,
+				  char *text, size_t len)
+{
+	struct repl_item *it = calloc(1, sizeof(*it));
+	int rc = repl_writer_flush(r, w);        /* keep the order */
+
+	if (it && rc == 0) {
+		it->docs = malloc(sizeof(*it->docs));
+		it->lens = malloc(sizeof(*it->lens));
+	}
+	if (rc == 0 && (!it || !it->docs || !it->lens))
+		rc = repl_fail(r, -ENOMEM, "out of memory");
+	if (rc < 0) {
+		repl_item_free(it);
+		free(text);
+		return rc;
+	}
+	it->kind = REPL_ITEM_MULTIPART;
+	it->docs[0] = text;
+	it->lens[0] = len;
+	it->n = 1;
+	it->bytes = len;
+	w->sent = true;
+	return repl_enqueue(r, it);
+}
+
+/* Queue a fetched revision (the reader); a revision queued before in
+ * the batch is skipped. */
 static int repl_writer_add(struct repl *r, struct repl_writer *w,
 			   struct json_object *doc)
 {
 	const char *id = jstr(doc, "_id"), *rev = jstr(doc, "_rev");
 	char key[2048];
 	const char *text;
+	char *copy;
 	size_t len;
-	int rc = 0;
 
 	snprintf(key, sizeof(key), "%s\n%s", id ? id : "", rev ? rev : "");
 	if (json_object_object_get_ex(w->seen, key, NULL))
 		return 0;
 	json_object_object_add(w->seen, key, NULL);
-	repl_add(r, &r->st.docs_read, 1);
-	if (!r->no_multipart && repl_inline_bytes(doc) >= REPL_MULTIPART_MIN) {
-		bool fallback;
-
-		rc = repl_put_multipart(r, doc, &fallback);
-		w->sent = true;
-		if (rc < 0 || !fallback)
-			return rc;
-		r->no_multipart = true;
-	}
+	r->b_read++;
 	text = json_object_to_json_string_length(doc, REPL_JSON_FLAGS, &len);
-	if (!text)
+	if (!text || !(copy = strndup(text, len)))
 		return repl_fail(r, -ENOMEM, "out of memory");
-	if (w->n && w->bytes + len > r->o.max_request)
-		rc = repl_writer_flush(r, w);
-	if (rc == 0 && w->n == w->cap) {
-		size_t cap = w->cap ? 2 * w->cap : 64;
-		char **d = realloc(w->docs, cap * sizeof(*d));
-		size_t *l = d ? realloc(w->lens, cap * sizeof(*l)) : NULL;
-
-		if (d)
-			w->docs = d;
-		if (!d || !l)
-			return repl_fail(r, -ENOMEM, "out of memory");
-		w->lens = l;
-		w->cap = cap;
-	}
-	if (rc < 0)
-		return rc;
-	if (!(w->docs[w->n] = strndup(text, len)))
-		return repl_fail(r, -ENOMEM, "out of memory");
-	w->lens[w->n++] = len;
-	w->bytes += len + 1;
-	return 0;
+	if (!atomic_load(&r->no_multipart) &&
+	    repl_inline_bytes(doc) >= REPL_MULTIPART_MIN)
+		return repl_enqueue_multipart(r, w, copy, len);
+	return repl_writer_take(r, w, copy, len);
 }
 
 /* ---- step 6: fetch the missing revisions from the source ---- */
@@ -1020,43 +1196,274 @@ static int repl_fetched(struct repl *r, struct repl_writer *w,
 	return 0;
 }
 
+/*
+ * A _bulk_get reply is read as text, not as a tree: each revision's
+ * JSON goes to the target as the source wrote it (the target parses
+ * it anyway), which spares parsing and printing megabytes here. The
+ * scan is shallow — strings, nesting, delimiters — and what it finds
+ * malformed is the protocol error it would be as a tree.
+ */
+
+static const char *js_ws(const char *s, const char *end)
+{
+	while (s < end && (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r'))
+		s++;
+	return s;
+}
+
+/* Past the string at s ('"'), or NULL. */
+static const char *js_string(const char *s, const char *end)
+{
+	for (s++; s < end; s++) {
+		if (*s == '\\')
+			s++;
+		else if (*s == '"')
+			return s + 1;
+	}
+	return NULL;
+}
+
+/* Past the JSON value at s (whitespace first), or NULL. */
+static const char *js_value(const char *s, const char *end)
+{
+	size_t depth = 0;
+
+	do {
+		s = js_ws(s, end);
+		if (s >= end)
+			return NULL;
+		if (*s == '"') {
+			if (!(s = js_string(s, end)))
+				return NULL;
+		} else if (*s == '{' || *s == '[') {
+			depth++;
+			s++;
+		} else if (*s == '}' || *s == ']') {
+			if (!depth--)
+				return NULL;
+			s++;
+		} else if ((*s == ',' || *s == ':') && depth) {
+			s++;
+		} else {
+			const char *from = s;
+
+			while (s < end && !strchr(",:{}[]\" \t\r\n", *s))
+				s++;
+			if (s == from)
+				return NULL;
+		}
+	} while (depth);
+	return s;
+}
+
+/*
+ * The next element of the array or member of the object being read at
+ * *pos (just past its '[' or '{', or past the previous one): the value
+ * [*val, *vend) and, for an object (key non-NULL), the key's text
+ * between its quotes. 1 for one, 0 at the end, -1 for bad text.
+ */
+static int js_next(const char **pos, const char *end, const char **key,
+		   size_t *klen, const char **val, const char **vend)
+{
+	const char *s = js_ws(*pos, end), *k;
+
+	if (s < end && (*s == '}' || *s == ']')) {
+		*pos = s + 1;
+		return 0;
+	}
+	if (s < end && *s == ',')
+		s = js_ws(s + 1, end);
+	if (key) {
+		if (s >= end || *s != '"' || !(k = js_string(s, end)))
+			return -1;
+		*key = s + 1;
+		*klen = (size_t)(k - s) - 2;
+		s = js_ws(k, end);
+		if (s >= end || *s != ':')
+			return -1;
+		s++;
+	}
+	*val = js_ws(s, end);
+	if (!(*vend = js_value(*val, end)))
+		return -1;
+	*pos = *vend;
+	return 1;
+}
+
+static bool js_key(const char *key, size_t klen, const char *want)
+{
+	return klen == strlen(want) && !memcmp(key, want, klen);
+}
+
+/* The member want of the object [s, end) as a span; false if none. */
+static bool js_member(const char *s, const char *end, const char *want,
+		      const char **val, const char **vend)
+{
+	const char *key;
+	size_t klen;
+
+	s = js_ws(s, end);
+	if (s >= end || *s != '{')
+		return false;
+	s++;
+	while (js_next(&s, end, &key, &klen, val, vend) == 1)
+		if (js_key(key, klen, want))
+			return true;
+	return false;
+}
+
+/* Queue revision text [s, e) (its JSON as the source wrote it); a
+ * revision queued before in the batch is skipped. One with big inline
+ * attachments goes the tree's way (multipart). */
+static int repl_writer_add_text(struct repl *r, struct repl_writer *w,
+				const char *s, const char *e)
+{
+	const char *id = "", *ide = id, *rev = "", *reve = rev;
+	size_t len = (size_t)(e - s);
+	struct repl_buf key = { 0 };
+	char *copy;
+	bool seen;
+
+	if (len >= REPL_MULTIPART_MIN) {
+		struct json_object *doc;
+		int rc;
+
+		if (!(copy = strndup(s, len)))
+			return repl_fail(r, -ENOMEM, "out of memory");
+		doc = json_tokener_parse(copy);
+		rc = doc ? repl_writer_add(r, w, doc)
+			 : repl_fail(r, -EPROTO, "_bulk_get of %s: a bad "
+				     "document", r->src_label);
+
+		json_object_put(doc);
+		free(copy);
+		return rc;
+	}
+	js_member(s, e, "_id", &id, &ide);
+	js_member(s, e, "_rev", &rev, &reve);
+	rb_add(&key, id, (size_t)(ide - id));
+	rb_add(&key, "\n", 1);
+	rb_add(&key, rev, (size_t)(reve - rev));
+	if (key.oom) {
+		free(key.p);
+		return repl_fail(r, -ENOMEM, "out of memory");
+	}
+	seen = json_object_object_get_ex(w->seen, key.p, NULL);
+	if (!seen)
+		json_object_object_add(w->seen, key.p, NULL);
+	free(key.p);
+	if (seen)
+		return 0;
+	r->b_read++;
+	if (!(copy = strndup(s, len)))
+		return repl_fail(r, -ENOMEM, "out of memory");
+	return repl_writer_take(r, w, copy, len);
+}
+
+/* An item of a result's "docs" that is not {"ok": doc}: parsed, for its
+ * error. id is the result's "id" as JSON text. */
+static int repl_fetched_text(struct repl *r, struct repl_writer *w,
+			     const char *s, const char *e, const char *id,
+			     const char *ide)
+{
+	char *text = strndup(s, (size_t)(e - s));
+	char *idtext = strndup(id, (size_t)(ide - id));
+	struct json_object *item = text ? json_tokener_parse(text) : NULL;
+	struct json_object *idj = idtext ? json_tokener_parse(idtext) : NULL;
+	int rc = item ? repl_fetched(r, w, item, json_object_get_string(idj))
+		      : repl_fail(r, -EPROTO, "_bulk_get of %s: a bad result",
+				  r->src_label);
+
+	json_object_put(item);
+	json_object_put(idj);
+	free(text);
+	free(idtext);
+	return rc;
+}
+
+/* One element of "results": {"id": ..., "docs": [item, ...]}. */
+static int repl_bulk_get_result(struct repl *r, struct repl_writer *w,
+				const char *s, const char *end)
+{
+	const char *id = "null", *ide = id + 4, *docs, *de, *v, *ve, *pos;
+	int more, rc = 0;
+
+	js_member(s, end, "id", &id, &ide);
+	if (!js_member(s, end, "docs", &docs, &de))
+		return 0;                       /* nothing for this id */
+	if (*docs != '[')
+		return -EPROTO;
+	pos = docs + 1;
+	while (rc == 0 && (more = js_next(&pos, de, NULL, NULL, &v, &ve)) == 1) {
+		const char *ok, *oke;
+
+		if (js_member(v, ve, "ok", &ok, &oke) && *ok == '{')
+			rc = repl_writer_add_text(r, w, ok, oke);
+		else
+			rc = repl_fetched_text(r, w, v, ve, id, ide);
+	}
+	return rc ? rc : more < 0 ? -EPROTO : 0;
+}
+
+/* The revisions of a _bulk_get reply's text. */
+static int repl_bulk_get_reply(struct repl *r, struct repl_writer *w,
+			       const struct client_reply *rep)
+{
+	const char *end = rep->body + rep->len, *res, *rese, *pos, *v, *ve;
+	int more, rc = 0;
+
+	if (!js_member(rep->body, end, "results", &res, &rese) || *res != '[')
+		return repl_fail(r, -EPROTO, "POST %s/_bulk_get: not a "
+				 "_bulk_get reply", r->src_label);
+	pos = res + 1;
+	while (rc == 0 && (more = js_next(&pos, rese, NULL, NULL, &v, &ve)) == 1)
+		rc = repl_bulk_get_result(r, w, v, ve);
+	if (rc == -EPROTO || (rc == 0 && more < 0))
+		rc = repl_fail(r, -EPROTO, "POST %s/_bulk_get: a malformed "
+			       "reply", r->src_label);
+	return rc;
+}
+
 /* POST source/_bulk_get for docs; *unsupported when the source has none. */
 static int repl_bulk_get(struct repl *r, struct repl_writer *w,
 			 struct json_object *docs, bool *unsupported)
 {
-	struct json_object *req = json_object_new_object(), *res;
+	struct json_object *req = json_object_new_object();
 	struct client_reply rep;
+	const char *body = NULL;
+	size_t len = 0;
 	int rc;
 
-	if (!req)
+	if (req) {
+		json_object_object_add(req, "docs", json_object_get(docs));
+		body = json_object_to_json_string_length(req, REPL_JSON_FLAGS,
+							 &len);
+	}
+	if (!body) {
+		json_object_put(req);
 		return repl_fail(r, -ENOMEM, "out of memory");
-	json_object_object_add(req, "docs", json_object_get(docs));
-	rc = repl_call_json(r, r->src, "POST",
-			    "/_bulk_get?revs=true&attachments=true&latest=true",
-			    req, &rep);
+	}
+	rc = repl_call(r, r->rsrc, "POST",
+		       "/_bulk_get?revs=true&attachments=true&latest=true",
+		       body, len, CLIENT_NO_PARSE, &rep);
 	json_object_put(req);
 	if (rc < 0)
 		return rc;
 	*unsupported = rep.status == 404 || rep.status == 405 ||
 		       rep.status == 400;
-	res = jget(rep.json, "results");
 	if (*unsupported) {
 		client_reply_release(&rep);
 		return 0;
 	}
-	if (rep.status != 200 || !jis_array(res))
-		rc = repl_bad_reply(r, r->src, "POST _bulk_get to", &rep);
-	for (size_t i = 0; rc == 0 && i < json_object_array_length(res); i++) {
-		struct json_object *one = json_object_array_get_idx(res, i);
-		struct json_object *list = jget(one, "docs");
-		size_t n = jis_array(list) ? json_object_array_length(list) : 0;
-
-		for (size_t k = 0; rc == 0 && k < n; k++)
-			rc = repl_fetched(r, w,
-					  json_object_array_get_idx(list, k),
-					  jstr(one, "id"));
+	if (rep.status != 200) {
+		rep.json = json_tokener_parse(rep.body);
+		rc = repl_bad_reply(r, r->rsrc, "POST _bulk_get to", &rep);
+	} else {
+		rc = repl_bulk_get_reply(r, w, &rep);
 	}
 	client_reply_release(&rep);
+	if (rc == 0)            /* to the writer while the next is fetched */
+		rc = repl_writer_flush(r, w);
 	return rc;
 }
 
@@ -1085,14 +1492,14 @@ static int repl_open_revs(struct repl *r, struct repl_writer *w,
 		free(b.p);
 		return repl_fail(r, -ENOMEM, "out of memory");
 	}
-	rc = repl_call(r, r->src, "GET", b.p, NULL, 0, 0, &rep);
+	rc = repl_call(r, r->rsrc, "GET", b.p, NULL, 0, 0, &rep);
 	free(b.p);
 	if (rc < 0)
 		return rc;
 	if (rep.status == 404) {
 		repl_doc_failed(r, id, "", "not_found", "missing on the source");
 	} else if (rep.status != 200 || !jis_array(rep.json)) {
-		rc = repl_bad_reply(r, r->src, "GET open_revs of", &rep);
+		rc = repl_bad_reply(r, r->rsrc, "GET open_revs of", &rep);
 	} else {
 		n = json_object_array_length(rep.json);
 		for (size_t i = 0; rc == 0 && i < n; i++)
@@ -1178,7 +1585,7 @@ static int repl_fetch(struct repl *r, struct repl_writer *w,
 		if (jis_array(missing))
 			found += json_object_array_length(missing);
 	}
-	repl_add(r, &r->st.missing_found, found);
+	r->b_found += found;
 	if (!found)
 		return 0;
 	if (!r->no_bulk_get)
@@ -1344,12 +1751,12 @@ out_free:
 	return rc;
 }
 
-/* ---- one batch: steps 4 to 9 ---- */
+/* ---- the reader thread: steps 4 to 6, batch after batch ---- */
 
-/* Steps 5-8 for the rows of a batch. */
+/* Steps 5-6 for the rows of a batch: the revisions go to the writer. */
 static int repl_copy_rows(struct repl *r, struct json_object *rows)
 {
-	struct repl_writer w = { 0 };
+	struct repl_writer w = { .queue = true };
 	struct client_reply diff;
 	int rc = repl_revs_diff(r, rows, &diff);
 
@@ -1362,56 +1769,284 @@ static int repl_copy_rows(struct repl *r, struct json_object *rows)
 		rc = repl_fetch(r, &w, diff.json);
 	if (rc == 0)
 		rc = repl_writer_flush(r, &w);
-	if (rc == 0 && w.sent)
-		rc = repl_ensure_full_commit(r);
 	repl_writer_release(&w);
 	client_reply_release(&diff);
 	return rc;
 }
 
+/* The end of a batch for the writer: last (JSON text, taken). */
+static int repl_enqueue_batch(struct repl *r, char *last, size_t nrows)
+{
+	struct repl_item *it = calloc(1, sizeof(*it));
+
+	if (!it) {
+		free(last);
+		return repl_fail(r, -ENOMEM, "out of memory");
+	}
+	it->kind = REPL_ITEM_BATCH;
+	it->last_seq = last;
+	it->nrows = nrows;
+	it->checked = r->b_checked;
+	it->found = r->b_found;
+	it->read = r->b_read;
+	return repl_enqueue(r, it);
+}
+
 /*
- * One batch: read changes after r->since (step 4), copy what the target
- * lacks (5-8), checkpoint (9). *nrows gets the changes read, *caught_up
- * whether the source had no more.
+ * One batch: read changes after r->rsince (step 4), fetch what the
+ * target lacks (5-6) for the writer, then the batch's end. *caught_up
+ * tells whether the source had no more.
  */
-static int repl_batch(struct repl *r, bool longpoll, size_t *nrows,
-		      bool *caught_up)
+static int repl_read_batch(struct repl *r, bool longpoll, bool *caught_up)
 {
 	struct client_reply ch;
 	struct json_object *rows, *pending;
-	char *last = NULL;
+	size_t nrows;
+	char *last = NULL, *copy = NULL;
 	int rc = repl_read_changes(r, longpoll, &ch);
 
 	if (rc < 0)
 		return rc;
 	rows = jget(ch.json, "results");
 	pending = jget(ch.json, "pending");
-	*nrows = json_object_array_length(rows);
+	nrows = json_object_array_length(rows);
 	/* "pending", when the source gives it, says more than a short
 	 * batch: a server may cap limit. */
-	*caught_up = *nrows == 0 ||
+	*caught_up = nrows == 0 ||
 		     (pending ? json_object_get_int64(pending) <= 0
-			      : *nrows < r->o.batch);
+			      : nrows < r->o.batch);
 	pthread_mutex_lock(&r->lock);
 	r->st.pending = pending ? (uint64_t)json_object_get_int64(pending) : 0;
 	pthread_mutex_unlock(&r->lock);
 	last = repl_seq_text(jget(ch.json, "last_seq"));
-	if (!last) {
+	copy = last ? strdup(last) : NULL;
+	if (!copy) {
 		rc = repl_fail(r, -ENOMEM, "out of memory");
 		goto out_release;
 	}
-	if (*nrows && !strcmp(last, r->since)) {
+	if (nrows && !strcmp(last, r->rsince)) {
 		rc = repl_fail(r, -EPROTO, "the changes feed of %s does not "
 			       "advance past %s", r->src_label, last);
 		goto out_release;
 	}
-	if (*nrows)
+	r->b_checked = r->b_found = r->b_read = 0;
+	if (nrows)
 		rc = repl_copy_rows(r, rows);
-	if (rc == 0 && strcmp(last, r->since))
-		rc = repl_checkpoint(r, last);
+	if (rc == 0) {
+		rc = repl_enqueue_batch(r, copy, nrows);
+		copy = NULL;
+	}
+	if (rc == 0) {
+		free(r->rsince);
+		r->rsince = last;
+		last = NULL;
+	}
 out_release:
+	free(copy);
 	free(last);
 	client_reply_release(&ch);
+	return rc;
+}
+
+/* Batch after batch until caught up (one-shot) or stopped. */
+static int repl_read_loop(struct repl *r)
+{
+	bool longpoll = false, caught_up;
+	int rc;
+
+	for (;;) {
+		if (repl_stopping(r))
+			return -ECANCELED;
+		repl_set_state(r, longpoll ? REPL_WAITING : REPL_RUNNING);
+		rc = repl_read_batch(r, longpoll, &caught_up);
+		if (rc < 0)
+			return rc;
+		if (caught_up && !r->o.continuous)
+			return 0;
+		longpoll = caught_up;
+	}
+}
+
+static void *repl_reader(void *arg)
+{
+	struct repl *r = arg;
+	int rc = repl_read_loop(r);
+
+	pthread_mutex_lock(&r->qlock);
+	r->qdone = true;
+	r->qrc = rc;
+	pthread_cond_broadcast(&r->qcond);
+	pthread_mutex_unlock(&r->qlock);
+	return NULL;
+}
+
+/* ---- the writer, repl_run()'s thread: steps 7 to 9 ---- */
+
+/*
+ * The next item into *out, or NULL when the reader has ended (its
+ * result returned). While none is there, w's documents are written:
+ * the writer merges what queued up while it was busy into one
+ * _bulk_docs, and waits for nothing when the reader is behind.
+ */
+static int repl_dequeue(struct repl *r, struct repl_writer *w,
+			struct repl_item **out)
+{
+	int rc = 0;
+
+	*out = NULL;
+	pthread_mutex_lock(&r->qlock);
+	while (rc == 0 && !r->qhead && !r->qdone) {
+		if (!w->n) {
+			pthread_cond_wait(&r->qcond, &r->qlock);
+			continue;
+		}
+		pthread_mutex_unlock(&r->qlock);
+		rc = repl_writer_flush(r, w);
+		pthread_mutex_lock(&r->qlock);
+	}
+	if (rc == 0 && r->qhead) {
+		*out = r->qhead;
+		r->qhead = (*out)->next;
+		if (!r->qhead)
+			r->qtail = NULL;
+		r->qbytes -= (*out)->bytes;
+		pthread_cond_broadcast(&r->qcond);
+	} else if (rc == 0) {
+		rc = r->qrc;
+	}
+	pthread_mutex_unlock(&r->qlock);
+	return rc;
+}
+
+/* A revision the reader left for a multipart PUT (its text). */
+static int repl_write_multipart(struct repl *r, struct repl_writer *w,
+				struct repl_item *it)
+{
+	struct json_object *doc = json_tokener_parse(it->docs[0]);
+	bool fallback = true;
+	int rc = repl_writer_flush(r, w);
+
+	if (rc == 0 && !doc)
+		rc = repl_fail(r, -ENOMEM, "out of memory");
+	if (rc == 0 && !atomic_load(&r->no_multipart)) {
+		rc = repl_put_multipart(r, doc, &fallback);
+		w->sent = true;
+	}
+	json_object_put(doc);
+	if (rc < 0 || !fallback)
+		return rc;
+	atomic_store(&r->no_multipart, true);
+	rc = repl_writer_take(r, w, it->docs[0], it->lens[0]);
+	it->n = 0;                 /* taken */
+	return rc;
+}
+
+/* The end of a batch: steps 8 and 9 once its revisions are written. */
+static int repl_write_batch_end(struct repl *r, struct repl_writer *w,
+				const struct repl_item *it)
+{
+	int rc = repl_writer_flush(r, w);
+
+	if (rc == 0 && w->sent)
+		rc = repl_ensure_full_commit(r);        /* step 8 */
+	w->sent = false;
+	pthread_mutex_lock(&r->lock);
+	r->st.docs_read += it->read;
+	r->st.missing_checked += it->checked;
+	r->st.missing_found += it->found;
+	pthread_mutex_unlock(&r->lock);
+	if (rc == 0 && strcmp(it->last_seq, r->since))
+		rc = repl_checkpoint(r, it->last_seq);  /* step 9 */
+	if (rc < 0 || !it->nrows)
+		return rc;
+	repl_add(r, &r->st.batches, 1);
+	repl_progress(r);
+	if (r->o.max_batches && r->st.batches >= r->o.max_batches)
+		return -ECANCELED;
+	/* repl_stop(): the batches the reader read ahead are dropped */
+	return atomic_load(&r->stop) > 0 ? -ECANCELED : 0;
+}
+
+static int repl_write_item(struct repl *r, struct repl_writer *w,
+			   struct repl_item *it)
+{
+	int rc = 0;
+
+	switch (it->kind) {
+	case REPL_ITEM_DOCS:
+		for (size_t i = 0; rc == 0 && i < it->n; i++) {
+			rc = repl_writer_take(r, w, it->docs[i], it->lens[i]);
+			it->docs[i] = NULL;
+		}
+		return rc;
+	case REPL_ITEM_MULTIPART:
+		return repl_write_multipart(r, w, it);
+	case REPL_ITEM_BATCH:
+		return repl_write_batch_end(r, w, it);
+	}
+	return repl_fail(r, -EPROTO, "bad queue item");
+}
+
+/* The writer's loop: the reader's items in order, until it ends. */
+static int repl_write_loop(struct repl *r)
+{
+	struct repl_writer w = { 0 };
+	struct repl_item *it;
+	int rc;
+
+	while ((rc = repl_dequeue(r, &w, &it)) == 0 && it) {
+		rc = repl_write_item(r, &w, it);
+		repl_item_free(it);
+		if (rc < 0)
+			break;
+	}
+	repl_writer_release(&w);
+	return rc;
+}
+
+/*
+ * Steps 4-9: the reader thread reads and fetches batches (4-6) while
+ * this thread writes and checkpoints them (7-9), in order. When the
+ * writer ends first (an error, max_batches), the reader is cut short
+ * (its transfer canceled) and what it read is dropped; its message does
+ * not replace the writer's.
+ */
+static int repl_pipeline(struct repl *r)
+{
+	char saved[REPL_ERRLEN];
+	pthread_t th;
+	int rc;
+
+	free(r->rsince);
+	if (!(r->rsince = strdup(r->since)))
+		return repl_fail(r, -ENOMEM, "out of memory");
+	r->qhead = r->qtail = NULL;
+	r->qbytes = 0;
+	r->qdone = r->qquit = false;
+	r->qrc = 0;
+	if ((rc = pthread_create(&th, NULL, repl_reader, r)))
+		return repl_fail(r, -rc, "cannot start a thread: %s",
+				 strerror(rc));
+	rc = repl_write_loop(r);
+	pthread_mutex_lock(&r->lock);
+	memcpy(saved, r->st.error, sizeof(saved));
+	pthread_mutex_unlock(&r->lock);
+	pthread_mutex_lock(&r->qlock);
+	r->qquit = true;
+	pthread_cond_broadcast(&r->qcond);
+	pthread_mutex_unlock(&r->qlock);
+	atomic_store(&r->rstop, 2);
+	pthread_join(th, NULL);
+	pthread_mutex_lock(&r->lock);
+	memcpy(r->st.error, saved, sizeof(saved));
+	pthread_mutex_unlock(&r->lock);
+	while (r->qhead) {
+		struct repl_item *it = r->qhead;
+
+		r->qhead = it->next;
+		repl_item_free(it);
+	}
+	r->qtail = NULL;
 	return rc;
 }
 
@@ -1433,33 +2068,6 @@ static int repl_begin_session(struct repl *r)
 	return 0;
 }
 
-/* Steps 4-9, batch after batch, until caught up (one-shot) or stopped. */
-static int repl_loop(struct repl *r)
-{
-	bool longpoll = false, caught_up;
-	size_t nrows;
-	int rc;
-
-	for (;;) {
-		if (repl_stopping(r))
-			return -ECANCELED;
-		repl_set_state(r, longpoll ? REPL_WAITING : REPL_RUNNING);
-		rc = repl_batch(r, longpoll, &nrows, &caught_up);
-		if (rc < 0)
-			return rc;
-		if (nrows) {
-			repl_add(r, &r->st.batches, 1);
-			repl_progress(r);
-			if (r->o.max_batches &&
-			    r->st.batches >= r->o.max_batches)
-				return -ECANCELED;
-		}
-		if (caught_up && !r->o.continuous)
-			return 0;
-		longpoll = caught_up;
-	}
-}
-
 int repl_run(struct repl *r)
 {
 	int rc = repl_begin_session(r);
@@ -1472,7 +2080,7 @@ int repl_run(struct repl *r)
 	if (rc == 0)
 		rc = repl_find_start(r);       /* step 3 */
 	if (rc == 0)
-		rc = repl_loop(r);             /* steps 4-9 */
+		rc = repl_pipeline(r);         /* steps 4-9 */
 	if (rc == -ECANCELED) {
 		pthread_mutex_lock(&r->lock);
 		if (!strcmp(r->st.error, "") || strstr(r->st.error, "canceled"))
@@ -1484,5 +2092,6 @@ out:
 			  ? REPL_STOPPED : REPL_FAILED);
 	repl_progress(r);
 	atomic_store(&r->stop, 0);
+	atomic_store(&r->rstop, 0);
 	return rc;
 }

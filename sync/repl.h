@@ -22,10 +22,20 @@
  * A checkpoint never names a sequence whose changes are not all written
  * (steps 7 and 8 of its batch and of every earlier one done).
  *
+ * Pipelined: a reader thread of the run does steps 4-6 with clients of
+ * its own and queues what it fetched (at most about two requests'
+ * worth, 2 * max_request bytes); repl_run()'s thread takes the queue in
+ * order and does steps 7-9, merging what queued up while it was busy
+ * into one _bulk_docs. So the next batch is read while one is written,
+ * and the rule above holds as each batch's end is taken after its
+ * revisions. Request bodies to a barrelfs peer (GET / says so) go
+ * gzipped; replies are taken gzipped from any peer.
+ *
  * Sequences are opaque JSON values: kept as JSON, only compared for
  * equality.
  *
- * Threads: repl_run() blocks in the calling thread; repl_stop() and
+ * Threads: repl_run() blocks in the calling thread (and runs the reader
+ * thread, joined before it returns); repl_stop() and
  * repl_stats() may be called from any thread meanwhile (repl_stop() is
  * also async-signal-safe).
  *
@@ -46,7 +56,8 @@ struct repl_stats;
 
 #define REPL_ERRLEN 512
 #define REPL_SEQLEN 256          /* of repl_stats.last_seq (truncated) */
-#define REPL_BATCH 500u
+#define REPL_BATCH 2000u        /* fewer, bigger batches: a source may
+                                   count "pending" by a scan */
 #define REPL_MAX_REQUEST (16u << 20)
 
 struct repl_opts {

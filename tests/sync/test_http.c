@@ -6,8 +6,9 @@
  * errors for /, _all_dbs, _uuids, _session, /{db}, _all_docs,
  * _design_docs, _changes in every feed mode, _revs_diff, _bulk_docs,
  * _local, _ensure_full_commit, _revs_limit, _compact and _purge;
- * percent-encoded names; basic authentication over TCP, the loopback
- * rule, TLS; and malformed requests that must not hurt the server.
+ * percent-encoded names; gzip replies and request bodies; basic
+ * authentication over TCP, the loopback rule, TLS; and malformed
+ * requests that must not hurt the server.
  */
 
 #include <check.h>
@@ -28,6 +29,7 @@
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "engine/error.h"
 #include "tests/engine/testenv.h"
@@ -1444,6 +1446,309 @@ START_TEST(test_malformed)
 }
 END_TEST
 
+/* ---- gzip ---- */
+
+/* gzip (in a buffer of its own) of len bytes of s; *outlen its size. */
+static char *gz_make(const char *s, size_t len, size_t *outlen)
+{
+	z_stream z = { 0 };
+	size_t cap = len + 1024;
+	char *out = malloc(cap);
+
+	ck_assert_ptr_nonnull(out);
+	ck_assert_int_eq(deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8,
+				      Z_DEFAULT_STRATEGY), Z_OK);
+	z.next_in = (unsigned char *)s;
+	z.avail_in = (uInt)len;
+	z.next_out = (unsigned char *)out;
+	z.avail_out = (uInt)cap;
+	ck_assert_int_eq(deflate(&z, Z_FINISH), Z_STREAM_END);
+	*outlen = cap - z.avail_out;
+	deflateEnd(&z);
+	return out;
+}
+
+/* The gunzipped text of in[0..len) (malloc'ed, NUL-terminated); NULL
+ * when it is not one whole gzip stream. */
+static char *gz_text(const char *in, size_t len)
+{
+	z_stream z = { 0 };
+	size_t cap = 64 * len + 4096;
+	char *out = malloc(cap + 1);
+	int zr;
+
+	ck_assert_ptr_nonnull(out);
+	ck_assert_int_eq(inflateInit2(&z, 15 + 16), Z_OK);
+	z.next_in = (unsigned char *)in;
+	z.avail_in = (uInt)len;
+	z.next_out = (unsigned char *)out;
+	z.avail_out = (uInt)cap;
+	zr = inflate(&z, Z_FINISH);
+	out[cap - z.avail_out] = '\0';
+	inflateEnd(&z);
+	if (zr != Z_STREAM_END || z.avail_in) {
+		free(out);
+		return NULL;
+	}
+	return out;
+}
+
+/* A raw request on t's socket: headers sent as given (no decoding by
+ * libcurl); the reply's status, body and headers. */
+static long gz_req(struct synctest *t, const char *method, const char *path,
+		   const char *const *headers, const char *body, size_t len,
+		   struct st_buf *out, struct st_buf *hdrs)
+{
+	struct curl_slist *h = NULL;
+	char url[1024];
+	long status = 0;
+	CURL *c = curl_easy_init();
+
+	ck_assert_ptr_nonnull(c);
+	snprintf(url, sizeof(url), "http://localhost%s", path);
+	curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, t->sock);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	if (body) {
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE,
+				 (curl_off_t)len);
+	}
+	for (size_t i = 0; headers && headers[i]; i++)
+		h = curl_slist_append(h, headers[i]);
+	h = curl_slist_append(h, "Expect:");
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, st_collect);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
+	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, st_collect);
+	curl_easy_setopt(c, CURLOPT_HEADERDATA, hdrs);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+	ck_assert_int_eq(curl_easy_perform(c), CURLE_OK);
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	curl_slist_free_all(h);
+	curl_easy_cleanup(c);
+	if (!out->p)
+		out->p = strdup("");
+	if (!hdrs->p)
+		hdrs->p = strdup("");
+	return status;
+}
+
+static void gz_release(struct st_buf *out, struct st_buf *hdrs)
+{
+	free(out->p);
+	free(hdrs->p);
+	memset(out, 0, sizeof(*out));
+	memset(hdrs, 0, sizeof(*hdrs));
+}
+
+/* A _bulk_docs body of n documents of about 200 bytes each. */
+static char *gz_docs(int n, const char *prefix)
+{
+	size_t cap = (size_t)n * 256 + 64, len;
+	char *b = malloc(cap);
+
+	ck_assert_ptr_nonnull(b);
+	len = (size_t)snprintf(b, cap, "{\"docs\":[");
+	for (int i = 0; i < n; i++)
+		len += (size_t)snprintf(b + len, cap - len, "%s{\"_id\":\"%s%03d\","
+			"\"text\":\"the quick brown fox jumps over the lazy "
+			"dog, again and again and again and again\"}",
+			i ? "," : "", prefix, i);
+	snprintf(b + len, cap - len, "]}");
+	return b;
+}
+
+/* Big JSON replies come gzipped only to a client that accepts gzip, with
+ * Content-Encoding and Vary; small ones and other clients get plain
+ * text; the changes feed is gzipped as a stream. */
+START_TEST(test_gzip_replies)
+{
+	static const char *const acc[] = { "Accept-Encoding: gzip, deflate",
+					   NULL };
+	static const char *const no[] = { "Accept-Encoding: gzip;q=0, br",
+					  NULL };
+	struct st_buf out = { 0 }, hdrs = { 0 };
+	struct json_object *j;
+	char *body = gz_docs(100, "d"), *text;
+
+	t_start();
+	mkdb(&g_t, "db");
+	json_object_put(bulk(&g_t, "db", body));
+	free(body);
+	/* big and accepted: gzip */
+	ck_assert_int_eq(gz_req(&g_t, "GET", "/db/_all_docs?include_docs=true",
+				acc, NULL, 0, &out, &hdrs), 200);
+	ck_assert_ptr_nonnull(strcasestr(hdrs.p, "Content-Encoding: gzip"));
+	ck_assert_ptr_nonnull(strcasestr(hdrs.p, "Vary: Accept-Encoding"));
+	text = gz_text(out.p, out.len);
+	ck_assert_ptr_nonnull(text);
+	j = json_tokener_parse(text);
+	ck_assert_uint_eq(jlen(jat(j, "rows")), 100);
+	ck_assert_uint_lt(out.len, strlen(text) / 2);
+	json_object_put(j);
+	free(text);
+	gz_release(&out, &hdrs);
+	/* no Accept-Encoding, or gzip refused: plain */
+	ck_assert_int_eq(gz_req(&g_t, "GET", "/db/_all_docs?include_docs=true",
+				NULL, NULL, 0, &out, &hdrs), 200);
+	ck_assert_ptr_null(strcasestr(hdrs.p, "Content-Encoding"));
+	j = json_tokener_parse(out.p);
+	ck_assert_uint_eq(jlen(jat(j, "rows")), 100);
+	json_object_put(j);
+	gz_release(&out, &hdrs);
+	ck_assert_int_eq(gz_req(&g_t, "GET", "/db/_all_docs?include_docs=true",
+				no, NULL, 0, &out, &hdrs), 200);
+	ck_assert_ptr_null(strcasestr(hdrs.p, "Content-Encoding"));
+	gz_release(&out, &hdrs);
+	/* small: plain even when accepted */
+	ck_assert_int_eq(gz_req(&g_t, "GET", "/db", acc, NULL, 0, &out,
+				&hdrs), 200);
+	ck_assert_ptr_null(strcasestr(hdrs.p, "Content-Encoding"));
+	j = json_tokener_parse(out.p);
+	ck_assert_str_eq(st_str(j, "db_name"), "db");
+	json_object_put(j);
+	gz_release(&out, &hdrs);
+	/* the changes feed, a stream */
+	ck_assert_int_eq(gz_req(&g_t, "GET", "/db/_changes", acc, NULL, 0,
+				&out, &hdrs), 200);
+	ck_assert_ptr_nonnull(strcasestr(hdrs.p, "Content-Encoding: gzip"));
+	text = gz_text(out.p, out.len);
+	ck_assert_ptr_nonnull(text);
+	j = json_tokener_parse(text);
+	ck_assert_uint_eq(jlen(jat(j, "results")), 100);
+	ck_assert_int_eq(jint(j, "last_seq"), 100);
+	json_object_put(j);
+	free(text);
+	gz_release(&out, &hdrs);
+	st_stop(&g_t);
+}
+END_TEST
+
+/* What a gzipped stream has inflated so far, for gz_watch(). */
+struct gz_watch {
+	z_stream z;
+	char text[65536];
+	size_t len;
+	const char *want;          /* stop once this is in text */
+	bool found;
+};
+
+/* curl's write callback: inflate as bytes come; 0 (abort) once the
+ * wanted text showed. */
+static size_t gz_watch(char *ptr, size_t size, size_t n, void *arg)
+{
+	struct gz_watch *w = arg;
+
+	w->z.next_in = (unsigned char *)ptr;
+	w->z.avail_in = (uInt)(size * n);
+	while (w->z.avail_in && w->len < sizeof(w->text) - 1) {
+		w->z.next_out = (unsigned char *)w->text + w->len;
+		w->z.avail_out = (uInt)(sizeof(w->text) - 1 - w->len);
+		if (inflate(&w->z, Z_SYNC_FLUSH) < 0)
+			return 0;
+		w->len = sizeof(w->text) - 1 - w->z.avail_out;
+	}
+	w->text[w->len] = '\0';
+	if (strstr(w->text, w->want)) {
+		w->found = true;
+		return 0;
+	}
+	return size * n;
+}
+
+/* A continuous feed gzipped delivers each row as it is made: every
+ * piece is flushed, none waits for the end of the feed. */
+START_TEST(test_gzip_feed_flushes)
+{
+	struct gz_watch w = { .want = "\"id\":\"a\"" };
+	struct curl_slist *h;
+	int64_t t0;
+	CURL *c;
+
+	t_start();
+	mkdb(&g_t, "db");
+	json_object_put(bulk(&g_t, "db", "{\"docs\":[{\"_id\":\"a\"}]}"));
+	ck_assert_int_eq(inflateInit2(&w.z, 15 + 16), Z_OK);
+	c = curl_easy_init();
+	h = curl_slist_append(NULL, "Accept-Encoding: gzip");
+	curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, g_t.sock);
+	curl_easy_setopt(c, CURLOPT_URL, "http://localhost/db/_changes?"
+			 "feed=continuous&timeout=20000");
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, gz_watch);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &w);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+	t0 = mono_ms();
+	ck_assert_int_eq(curl_easy_perform(c), CURLE_WRITE_ERROR);
+	ck_assert_msg(w.found, "the row never came: %s", w.text);
+	ck_assert_int_lt(mono_ms() - t0, 10000);
+	curl_slist_free_all(h);
+	curl_easy_cleanup(c);
+	inflateEnd(&w.z);
+	st_stop(&g_t);
+}
+END_TEST
+
+/* A request body sent gzipped is inflated before the handler; a body
+ * that is not gzip is 400, an unknown encoding 415, and a body that
+ * inflates past the limit 413. */
+START_TEST(test_gzip_requests)
+{
+	static const char *const gz[] = { "Content-Type: application/json",
+					  "Content-Encoding: gzip", NULL };
+	static const char *const br[] = { "Content-Type: application/json",
+					  "Content-Encoding: br", NULL };
+	struct st_buf out = { 0 }, hdrs = { 0 };
+	struct json_object *j;
+	char *body = gz_docs(50, "g"), *zipped, *bomb;
+	size_t zlen, blen;
+
+	t_start();
+	mkdb(&g_t, "db");
+	zipped = gz_make(body, strlen(body), &zlen);
+	ck_assert_int_eq(gz_req(&g_t, "POST", "/db/_bulk_docs", gz, zipped,
+				zlen, &out, &hdrs), 201);
+	j = json_tokener_parse(out.p);
+	ck_assert_uint_eq(jlen(j), 50);
+	ck_assert(json_object_get_boolean(jat(jat(j, "49"), "ok")));
+	json_object_put(j);
+	gz_release(&out, &hdrs);
+	ck_assert_int_eq(J(&g_t, "GET", "/db/g049", NULL, &j), 200);
+	json_object_put(j);
+	/* not gzip, a truncated stream, trailing garbage */
+	ck_assert_int_eq(gz_req(&g_t, "POST", "/db/_bulk_docs", gz, body,
+				strlen(body), &out, &hdrs), 400);
+	ck_assert_ptr_nonnull(strstr(out.p, "bad_request"));
+	gz_release(&out, &hdrs);
+	ck_assert_int_eq(gz_req(&g_t, "POST", "/db/_bulk_docs", gz, zipped,
+				zlen - 9, &out, &hdrs), 400);
+	gz_release(&out, &hdrs);
+	memcpy(body, zipped, zlen);
+	memcpy(body + zlen, "xyz", 3);
+	ck_assert_int_eq(gz_req(&g_t, "POST", "/db/_bulk_docs", gz, body,
+				zlen + 3, &out, &hdrs), 400);
+	gz_release(&out, &hdrs);
+	ck_assert_int_eq(gz_req(&g_t, "POST", "/db/_bulk_docs", br, zipped,
+				zlen, &out, &hdrs), 415);
+	gz_release(&out, &hdrs);
+	free(zipped);
+	free(body);
+	/* a small body that inflates past SRV_MAX_BODY */
+	body = calloc(1, (size_t)SRV_MAX_BODY + 2);
+	ck_assert_ptr_nonnull(body);
+	memset(body, ' ', (size_t)SRV_MAX_BODY + 1);
+	bomb = gz_make(body, (size_t)SRV_MAX_BODY + 1, &blen);
+	free(body);
+	ck_assert_uint_lt(blen, 1u << 20);
+	ck_assert_int_eq(gz_req(&g_t, "POST", "/db/_bulk_docs", gz, bomb,
+				blen, &out, &hdrs), 413);
+	gz_release(&out, &hdrs);
+	free(bomb);
+	st_stop(&g_t);
+}
+END_TEST
+
 static Suite *http_suite(void)
 {
 	Suite *s = suite_create("http");
@@ -1469,6 +1774,9 @@ static Suite *http_suite(void)
 	tcase_add_test(tc, test_local);
 	tcase_add_test(tc, test_db_endpoints);
 	tcase_add_test(tc, test_percent);
+	tcase_add_test(tc, test_gzip_replies);
+	tcase_add_test(tc, test_gzip_feed_flushes);
+	tcase_add_test(tc, test_gzip_requests);
 	suite_add_tcase(s, tc);
 	tcase_add_unchecked_fixture(net, base_setup, base_teardown);
 	tcase_set_timeout(net, 60);

@@ -645,6 +645,106 @@ START_TEST(test_unreachable)
 }
 END_TEST
 
+/* Checks, at every progress call (after each checkpoint), that every
+ * document of the source up to the checkpointed sequence is on the
+ * target: document dNN was written at sequence NN + 1. */
+struct ckpt_check {
+	struct synctest *target;
+	unsigned calls, missing;
+	unsigned long max_seq;
+};
+
+static void on_checkpoint(void *arg, const struct repl_stats *st)
+{
+	struct ckpt_check *c = arg;
+	unsigned long seq = strtoul(st->last_seq, NULL, 10);
+	char id[16];
+
+	c->calls++;
+	if (seq > c->max_seq)
+		c->max_seq = seq;
+	for (unsigned long i = 0; i < seq && i < 1000; i++) {
+		snprintf(id, sizeof(id), "d%02lu", i);
+		if (doc_status(c->target, "db", id) != 200)
+			c->missing++;
+	}
+}
+
+/* With the reader a batch ahead of the writer, a checkpoint still names
+ * only sequences whose documents, and every earlier one's, are on the
+ * target: small batches split over several _bulk_docs each. */
+START_TEST(test_pipeline_checkpoint)
+{
+	struct synctest a, b;
+	struct repl_stats st;
+	struct repl_opts o;
+	struct ckpt_check c = { .target = &b };
+
+	st_start(&a, g_base, NULL);
+	st_start(&b, g_base, NULL);
+	create_db(&a, "db");
+	for (int i = 0; i < 60; i++) {
+		char id[16];
+
+		snprintf(id, sizeof(id), "d%02d", i);
+		free(put_doc(&a, "db", id, "{\"text\":\"some words to make "
+			     "the document a little longer than nothing\"}"));
+	}
+	test_opts(&o);
+	o.batch = 7;
+	o.max_request = 400;          /* a few documents per _bulk_docs */
+	o.progress = on_checkpoint;
+	o.progress_arg = &c;
+	ck_assert_int_eq(replicate(&a, &b, "db", &o, &st), 0);
+	ck_assert_uint_eq(st.docs_written, 60);
+	ck_assert_uint_eq(st.batches, 9);
+	ck_assert_uint_ge(c.calls, 9);
+	ck_assert_uint_eq(c.max_seq, 60);
+	ck_assert_uint_eq(c.missing, 0);
+	st_stop(&a);
+	st_stop(&b);
+}
+END_TEST
+
+/* Revisions pass from _bulk_get to _bulk_docs as text: ids and bodies
+ * with quotes, backslashes, brackets inside strings and non-ASCII text
+ * arrive equal to the source's. */
+START_TEST(test_text_passthrough)
+{
+	static const char *const ids[] = { "q\"uote", "back\\slash",
+					   "br}ack]et{s[", "caf\xc3\xa9" };
+	struct synctest a, b;
+	struct repl_stats st;
+
+	st_start(&a, g_base, NULL);
+	st_start(&b, g_base, NULL);
+	create_db(&a, "db");
+	for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++)
+		free(put_doc(&a, "db", ids[i], "{\"s\":\"}]{[\\\",:\\\\\","
+			     "\"n\":[1,{\"a\":null,\"b\":[true,false]},-2.5e3],"
+			     "\"u\":\"\\u00e9\\ud83d\\ude00\",\"e\":{}}"));
+	ck_assert_int_eq(replicate(&a, &b, "db", NULL, &st), 0);
+	ck_assert_uint_eq(st.docs_written, 4);
+	ck_assert_uint_eq(st.doc_write_failures, 0);
+	for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+		struct json_object *ja, *jb;
+		char path[256], *e = client_escape(ids[i], true);
+
+		snprintf(path, sizeof(path), "/db/%s?revs=true", e);
+		free(e);
+		ck_assert_int_eq(get_json(&a, path, &ja), 200);
+		ck_assert_int_eq(get_json(&b, path, &jb), 200);
+		ck_assert_msg(json_object_equal(ja, jb), "%s: %s != %s", ids[i],
+			      json_object_to_json_string(ja),
+			      json_object_to_json_string(jb));
+		json_object_put(ja);
+		json_object_put(jb);
+	}
+	st_stop(&a);
+	st_stop(&b);
+}
+END_TEST
+
 /* Endpoint specs are parsed (or refused), ids escaped, passwords kept
  * out of URLs and replication ids. */
 START_TEST(test_client_specs)
@@ -714,6 +814,8 @@ static Suite *repl_suite(void)
 	tcase_add_test(tc, test_attachment_5mib);
 	tcase_add_test(tc, test_rerun_reads_nothing);
 	tcase_add_test(tc, test_resume);
+	tcase_add_test(tc, test_pipeline_checkpoint);
+	tcase_add_test(tc, test_text_passthrough);
 	tcase_add_test(tc, test_continuous);
 	tcase_add_test(tc, test_unreachable);
 	suite_add_tcase(s, tc);
