@@ -14,7 +14,7 @@ libbarrel_a_SOURCES = \
 	engine/body.h engine/body_i.h engine/body.c engine/bodyscan.c \
 	engine/docdb.h engine/docdb_i.h engine/docdb.c engine/docatt.c \
 	engine/docname.h engine/docname.c engine/docdiff.h engine/docdiff.c \
-	engine/hex.h \
+	engine/hex.h engine/bbuf.h engine/bbuf.c \
 	engine/collate.h engine/collate.c engine/mapjs.h engine/mapjs.c \
 	engine/view.h engine/view.c
 libbarrel_a_CFLAGS = $(AM_CFLAGS) $(URING_CFLAGS) $(XXHASH_CFLAGS) \

@@ -1,4 +1,5 @@
 #include "config.h"
+#include "engine/bbuf.h"
 #include "engine/mapjs.h"
 
 #include <dlfcn.h>
@@ -35,61 +36,12 @@
  *  7. the built-in reduces, in C on json-c
  */
 
-/* ---- 1. growable byte strings (libc memory, owned by their holder) ---- */
-
-struct sbuf {
-	char *p;
-	size_t len;
-	size_t cap;
-};
-
-static int sbuf_reserve(struct sbuf *b, size_t n)
-{
-	size_t cap = b->cap ? b->cap : 256;
-	char *p;
-
-	if (n <= b->cap - b->len)
-		return 0;
-	while (cap - b->len < n) {
-		if (cap > SIZE_MAX / 2)
-			return -ENOMEM;
-		cap *= 2;
-	}
-	p = realloc(b->p, cap);
-	if (!p)
-		return -ENOMEM;
-	b->p = p;
-	b->cap = cap;
-	return 0;
-}
-
-static int sbuf_put(struct sbuf *b, const void *s, size_t n)
-{
-	int rc = sbuf_reserve(b, n + 1);
-
-	if (rc < 0)
-		return rc;
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-	return 0;
-}
-
-static int sbuf_str(struct sbuf *b, const char *s)
-{
-	return sbuf_put(b, s, strlen(s));
-}
-
-static void sbuf_release(struct sbuf *b)
-{
-	free(b->p);
-	memset(b, 0, sizeof(*b));
-}
+/* ---- 1. JSON text into byte strings (engine/bbuf.h) ---- */
 
 /* s as a JSON string (quotes, escapes; UTF-8 passes as is). */
-static int sbuf_json_string(struct sbuf *b, const char *s, size_t n)
+static int sbuf_json_string(struct bbuf *b, const char *s, size_t n)
 {
-	int rc = sbuf_put(b, "\"", 1);
+	int rc = bbuf_add(b, "\"", 1);
 
 	for (size_t i = 0; rc == 0 && i < n; i++) {
 		unsigned char c = (unsigned char)s[i];
@@ -98,15 +50,15 @@ static int sbuf_json_string(struct sbuf *b, const char *s, size_t n)
 		if (c == '"' || c == '\\') {
 			esc[0] = '\\';
 			esc[1] = (char)c;
-			rc = sbuf_put(b, esc, 2);
+			rc = bbuf_add(b, esc, 2);
 		} else if (c < 0x20) {
 			snprintf(esc, sizeof(esc), "\\u%04x", c);
-			rc = sbuf_put(b, esc, 6);
+			rc = bbuf_add(b, esc, 6);
 		} else {
-			rc = sbuf_put(b, &s[i], 1);
+			rc = bbuf_add(b, &s[i], 1);
 		}
 	}
-	return rc ? rc : sbuf_put(b, "\"", 1);
+	return rc ? rc : bbuf_add(b, "\"", 1);
 }
 
 /*
@@ -342,12 +294,12 @@ struct mapjs {
 	const char *doc;         /* borrowed for mapjs_map */
 	size_t doclen;
 	bool rereduce;
-	struct sbuf keys, values; /* a reduce's arguments as JSON */
-	struct sbuf out;          /* a JavaScript reduce's result */
+	struct bbuf keys, values; /* a reduce's arguments as JSON */
+	struct bbuf out;          /* a JavaScript reduce's result */
 	size_t emit_start;        /* text.len when the function began */
 
 	/* mapjs_map's results: offsets into text until the end */
-	struct sbuf text;
+	struct bbuf text;
 	struct kvoff *kvo;
 	size_t nkv, capkv;
 	struct mapjs_kv *kv;
@@ -357,7 +309,7 @@ struct mapjs {
 	size_t *msgoff;
 	size_t capres;
 
-	struct sbuf logs;        /* (size_t len, bytes) records of log() */
+	struct bbuf logs;        /* (size_t len, bytes) records of log() */
 	char msg[MAPJS_MSGLEN];
 };
 
@@ -648,7 +600,7 @@ static const char *js_json(duk_context *ctx, duk_idx_t idx, size_t *len)
 /* Append s to m->text as UTF-8 with a NUL; its offset in *off. */
 static int text_put(struct mapjs *m, const char *s, size_t n, size_t *off)
 {
-	int rc = sbuf_reserve(&m->text, n + 1);
+	int rc = bbuf_reserve(&m->text, n + 1);
 
 	if (rc < 0)
 		return rc;
@@ -718,7 +670,7 @@ static void log_store(struct mapjs *m, const char *s, size_t n)
 	size_t need = sizeof(n) + n + 1, at = m->logs.len, len;
 
 	if (m->logs.len + need > MAPJS_LOG_LIMIT ||
-	    sbuf_reserve(&m->logs, need) < 0)
+	    bbuf_reserve(&m->logs, need) < 0)
 		return;
 	len = utf8_from_cesu(m->logs.p + at + sizeof(len), s, n);
 	memcpy(m->logs.p + at, &len, sizeof(len));
@@ -1095,7 +1047,7 @@ static duk_ret_t reduce_call(duk_context *ctx, void *udata)
 	s = js_json(ctx, -1, &n);
 	r = crit_enter();
 	m->out.len = 0;
-	if (sbuf_reserve(&m->out, n + 1) == 0) {
+	if (bbuf_reserve(&m->out, n + 1) == 0) {
 		m->out.len = utf8_from_cesu(m->out.p, s, n);
 		m->out.p[m->out.len] = '\0';
 	}
@@ -1123,33 +1075,33 @@ static int reduce_args(struct mapjs *m, const struct mapjs_row *rows,
 	int rc = 0;
 
 	m->keys.len = m->values.len = 0;
-	rc = sbuf_str(&m->keys, "[");
+	rc = bbuf_adds(&m->keys, "[");
 	if (rc == 0)
-		rc = sbuf_str(&m->values, "[");
+		rc = bbuf_adds(&m->values, "[");
 	for (size_t i = 0; rc == 0 && i < n; i++) {
 		const char *sep = i ? "," : "";
 
-		rc = sbuf_str(&m->values, sep);
+		rc = bbuf_adds(&m->values, sep);
 		if (rc == 0)
-			rc = sbuf_put(&m->values, rows[i].value,
+			rc = bbuf_add(&m->values, rows[i].value,
 				      rows[i].valuelen);
 		if (rc || m->rereduce)
 			continue;
-		rc = sbuf_str(&m->keys, i ? ",[" : "[");
+		rc = bbuf_adds(&m->keys, i ? ",[" : "[");
 		if (rc == 0)
-			rc = sbuf_put(&m->keys, rows[i].key, rows[i].keylen);
+			rc = bbuf_add(&m->keys, rows[i].key, rows[i].keylen);
 		if (rc == 0)
-			rc = sbuf_str(&m->keys, ",");
+			rc = bbuf_adds(&m->keys, ",");
 		if (rc == 0)
 			rc = sbuf_json_string(&m->keys, rows[i].id,
 					      rows[i].idlen);
 		if (rc == 0)
-			rc = sbuf_str(&m->keys, "]");
+			rc = bbuf_adds(&m->keys, "]");
 	}
 	if (rc == 0)
-		rc = sbuf_str(&m->keys, "]");
+		rc = bbuf_adds(&m->keys, "]");
 	if (rc == 0)
-		rc = sbuf_str(&m->values, "]");
+		rc = bbuf_adds(&m->values, "]");
 	return rc;
 }
 
@@ -1232,11 +1184,11 @@ void mapjs_free(struct mapjs *m)
 	for (size_t i = 0; i < m->nfns; i++)
 		free(m->fns[i].src);
 	free(m->fns);
-	sbuf_release(&m->keys);
-	sbuf_release(&m->values);
-	sbuf_release(&m->out);
-	sbuf_release(&m->text);
-	sbuf_release(&m->logs);
+	bbuf_release(&m->keys);
+	bbuf_release(&m->values);
+	bbuf_release(&m->out);
+	bbuf_release(&m->text);
+	bbuf_release(&m->logs);
 	free(m->kvo);
 	free(m->kv);
 	free(m->res);

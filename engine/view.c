@@ -1,4 +1,5 @@
 #include "config.h"
+#include "engine/bbuf.h"
 #include "engine/view.h"
 
 #include <errno.h>
@@ -44,71 +45,26 @@
 
 /* ---- 1. buffers and records ---- */
 
-/* A growable byte string; owns p. */
-struct vbuf {
-	uint8_t *p;
-	size_t len;
-	size_t cap;
-};
-
-static int vbuf_reserve(struct vbuf *b, size_t n)
-{
-	size_t cap = b->cap ? b->cap : 256;
-	uint8_t *p;
-
-	if (n <= b->cap - b->len)
-		return 0;
-	while (cap - b->len < n) {
-		if (cap > SIZE_MAX / 2)
-			return -ENOMEM;
-		cap *= 2;
-	}
-	if (!(p = realloc(b->p, cap)))
-		return -ENOMEM;
-	b->p = p;
-	b->cap = cap;
-	return 0;
-}
-
-static int vbuf_put(struct vbuf *b, const void *s, size_t n)
-{
-	int rc = vbuf_reserve(b, n + 1);
-
-	if (rc)
-		return rc;
-	if (n)
-		memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = 0;           /* texts stay NUL-terminated */
-	return 0;
-}
-
-static int vbuf_u16(struct vbuf *b, uint16_t v)
+static int vbuf_u16(struct bbuf *b, uint16_t v)
 {
 	uint8_t x[2] = { (uint8_t)v, (uint8_t)(v >> 8) };
 
-	return vbuf_put(b, x, 2);
+	return bbuf_add(b, x, 2);
 }
 
-static int vbuf_u32(struct vbuf *b, uint32_t v)
+static int vbuf_u32(struct bbuf *b, uint32_t v)
 {
 	uint8_t x[4] = { (uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16),
 			 (uint8_t)(v >> 24) };
 
-	return vbuf_put(b, x, 4);
+	return bbuf_add(b, x, 4);
 }
 
-static int vbuf_u64(struct vbuf *b, uint64_t v)
+static int vbuf_u64(struct bbuf *b, uint64_t v)
 {
 	int rc = vbuf_u32(b, (uint32_t)v);
 
 	return rc ? rc : vbuf_u32(b, (uint32_t)(v >> 32));
-}
-
-static void vbuf_release(struct vbuf *b)
-{
-	free(b->p);
-	memset(b, 0, sizeof(*b));
 }
 
 static uint16_t get16(const uint8_t *p)
@@ -148,21 +104,21 @@ struct vstate {
 	char errid[VIEW_MSGLEN];        /* its document */
 };
 
-static int put_str16(struct vbuf *b, const char *s)
+static int put_str16(struct bbuf *b, const char *s)
 {
 	size_t n = strlen(s);
 	int rc = vbuf_u16(b, (uint16_t)n);
 
-	return rc ? rc : vbuf_put(b, s, n);
+	return rc ? rc : bbuf_add(b, s, n);
 }
 
-static int state_encode(const struct vstate *s, struct vbuf *b)
+static int state_encode(const struct vstate *s, struct bbuf *b)
 {
 	uint8_t head[2] = { STATE_VERSION, s->flags };
 	int rc;
 
 	b->len = 0;
-	if ((rc = vbuf_put(b, head, 2)) || (rc = vbuf_u64(b, s->seq)) ||
+	if ((rc = bbuf_add(b, head, 2)) || (rc = vbuf_u64(b, s->seq)) ||
 	    (rc = vbuf_u64(b, s->rows)) || (rc = vbuf_u64(b, s->mapped)) ||
 	    (rc = vbuf_u64(b, s->errors)) || (rc = put_str16(b, s->coll)) ||
 	    (rc = put_str16(b, s->err)))
@@ -504,7 +460,7 @@ struct view_indexer {
 	size_t nddocs;
 	size_t rr;                     /* round robin over ddocs */
 	json_tokener *tok;
-	struct vbuf scratch;
+	struct bbuf scratch;
 };
 
 /* A mapjs context of one design document: which view each function is. */
@@ -720,7 +676,7 @@ static int state_read(struct bsnap *snap, uint32_t t, const uint8_t sig[16],
 }
 
 static int state_write(struct btxn *txn, uint32_t t, const uint8_t sig[16],
-		       const struct vstate *st, struct vbuf *b)
+		       const struct vstate *st, struct bbuf *b)
 {
 	int rc = state_encode(st, b);
 
@@ -898,7 +854,7 @@ struct bop {
 /* What a batch does to one view. */
 struct vbatch {
 	struct vdef *v;
-	struct vbuf arena;
+	struct bbuf arena;
 	struct bop *ops;
 	size_t nops;
 	size_t cap;
@@ -939,7 +895,7 @@ static int op_begin(struct vbatch *b, const char *id, size_t idlen)
 	memset(op, 0, sizeof(*op));
 	op->id_off = b->arena.len;
 	op->idlen = idlen;
-	if ((rc = vbuf_put(&b->arena, id, idlen)))
+	if ((rc = bbuf_add(&b->arena, id, idlen)))
 		return rc;
 	op->rows_off = b->arena.len;
 	b->nops++;
@@ -985,10 +941,10 @@ static int op_row(struct step *s, struct vbatch *b, const struct mapjs_kv *kv)
 	if ((rc = vbuf_u16(&b->arena, (uint16_t)s->enc.len)) ||
 	    (rc = vbuf_u32(&b->arena, 0)) ||
 	    (rc = vbuf_u32(&b->arena, (uint32_t)rowlen)) ||
-	    (rc = vbuf_put(&b->arena, s->enc.data, s->enc.len)) ||
+	    (rc = bbuf_add(&b->arena, s->enc.data, s->enc.len)) ||
 	    (rc = vbuf_u32(&b->arena, (uint32_t)kv->keylen)) ||
-	    (rc = vbuf_put(&b->arena, kv->key, kv->keylen)) ||
-	    (rc = vbuf_put(&b->arena, kv->value, kv->valuelen)))
+	    (rc = bbuf_add(&b->arena, kv->key, kv->keylen)) ||
+	    (rc = bbuf_add(&b->arena, kv->value, kv->valuelen)))
 		return rc;
 	op->nrows++;
 	op->rows_len = b->arena.len - op->rows_off;
@@ -1002,7 +958,7 @@ typedef int (*row_fn)(void *arg, const uint8_t *enc, size_t enclen,
 static int op_rows(struct vbatch *b, const struct bop *op, row_fn cb,
 		   void *arg)
 {
-	uint8_t *p = b->arena.p + op->rows_off;
+	uint8_t *p = (uint8_t *)b->arena.p + op->rows_off;
 	int rc = 0;
 
 	for (size_t i = 0, off = 0; i < op->nrows && !rc; i++) {
@@ -1192,7 +1148,7 @@ struct inrow {
 	uint32_t t;
 	const char *id;
 	size_t idlen;
-	struct vbuf *log;
+	struct bbuf *log;
 };
 
 static int inrow_one(void *arg, const uint8_t *enc, size_t enclen,
@@ -1208,14 +1164,14 @@ static int inrow_one(void *arg, const uint8_t *enc, size_t enclen,
 		return n;
 	if ((rc = btxn_put(in->txn, in->t, k, (size_t)n, row, rowlen, NULL)) ||
 	    (rc = vbuf_u16(in->log, (uint16_t)enclen)) ||
-	    (rc = vbuf_put(in->log, dupf, 4)))
+	    (rc = bbuf_add(in->log, dupf, 4)))
 		return rc;
-	return vbuf_put(in->log, enc, enclen);
+	return bbuf_add(in->log, enc, enclen);
 }
 
 /* Replace one document's rows in one view. */
 static int op_apply(struct btxn *txn, struct vbatch *b, const struct bop *op,
-		    struct vstate *st, struct vbuf *log)
+		    struct vstate *st, struct bbuf *log)
 {
 	const char *id = (const char *)b->arena.p + op->id_off;
 	struct unrow un = { txn, b->v->t_keys, id, op->idlen, 0 };
@@ -1249,7 +1205,7 @@ static int step_commit(struct step *s, uint64_t seq)
 {
 	struct view_indexer *vi = s->vi;
 	struct vstate *st = calloc(s->ctx->n ? s->ctx->n : 1, sizeof(*st));
-	struct vbuf log = { 0 };
+	struct bbuf log = { 0 };
 	struct btxn *txn = NULL;
 	int rc = st ? bdb_begin(vi->db, &txn) : -ENOMEM;
 
@@ -1276,7 +1232,7 @@ static int step_commit(struct step *s, uint64_t seq)
 		rc = btxn_commit_lazy(txn);
 	for (size_t i = 0; i < s->ctx->n && !rc; i++)
 		s->vb[i].v->st = st[i];
-	vbuf_release(&log);
+	bbuf_release(&log);
 	free(st);
 	return rc;
 }
@@ -1284,7 +1240,7 @@ static int step_commit(struct step *s, uint64_t seq)
 static void step_release(struct step *s)
 {
 	for (size_t i = 0; s->vb && i < s->ctx->n; i++) {
-		vbuf_release(&s->vb[i].arena);
+		bbuf_release(&s->vb[i].arena);
 		free(s->vb[i].ops);
 	}
 	free(s->vb);
@@ -1525,7 +1481,7 @@ static void indexer_free(struct view_indexer *vi)
 		bdb_unwatch(vi->db, vi->watch_id);
 	if (vi->tok)
 		json_tokener_free(vi->tok);
-	vbuf_release(&vi->scratch);
+	bbuf_release(&vi->scratch);
 	pthread_cond_destroy(&vi->cond);
 	pthread_mutex_destroy(&vi->lock);
 	free(vi);
@@ -1681,8 +1637,8 @@ static int view_wait(struct view_indexer *vi, const struct vref *r,
 
 /* A key range of the index: lo <= k < hi (or <= hi). */
 struct qrange {
-	struct vbuf lo;
-	struct vbuf hi;
+	struct bbuf lo;
+	struct bbuf hi;
 	bool has_lo;
 	bool has_hi;
 	bool hi_incl;
@@ -1690,12 +1646,12 @@ struct qrange {
 
 static void range_release(struct qrange *r)
 {
-	vbuf_release(&r->lo);
-	vbuf_release(&r->hi);
+	bbuf_release(&r->lo);
+	bbuf_release(&r->hi);
 }
 
 /* Append the collation encoding of JSON text s to b. */
-static int enc_text(struct vbuf *b, const char *s)
+static int enc_text(struct bbuf *b, const char *s)
 {
 	struct json_object *o;
 	struct collate_buf c;
@@ -1710,7 +1666,7 @@ static int enc_text(struct vbuf *b, const char *s)
 	collate_buf_init(&c);
 	rc = collate_key_append(&c, o);
 	if (!rc)
-		rc = vbuf_put(b, c.data, c.len);
+		rc = bbuf_add(b, c.data, c.len);
 	collate_buf_release(&c);
 	json_object_put(o);
 	return rc;
@@ -1725,9 +1681,9 @@ static int range_key(struct qrange *r, const char *key)
 	int rc = enc_text(&r->lo, key);
 
 	if (!rc)
-		rc = vbuf_put(&r->hi, r->lo.p, r->lo.len);
+		rc = bbuf_add(&r->hi, r->lo.p, r->lo.len);
 	if (!rc)
-		rc = vbuf_put(&r->hi, &KEY_END, 1);
+		rc = bbuf_add(&r->hi, &KEY_END, 1);
 	r->has_lo = r->has_hi = true;
 	return rc;
 }
@@ -1740,13 +1696,13 @@ static int bound_high(struct qrange *r, const char *key, const char *docid,
 
 	r->has_hi = true;
 	if (rc || !incl)
-		return rc ? rc : (docid ? vbuf_put(&r->hi, docid, strlen(docid)) : 0);
+		return rc ? rc : (docid ? bbuf_add(&r->hi, docid, strlen(docid)) : 0);
 	if (!docid)
-		return vbuf_put(&r->hi, &KEY_END, 1);
+		return bbuf_add(&r->hi, &KEY_END, 1);
 	r->hi_incl = true;
-	if ((rc = vbuf_put(&r->hi, docid, strlen(docid))))
+	if ((rc = bbuf_add(&r->hi, docid, strlen(docid))))
 		return rc;
-	return vbuf_put(&r->hi, MAX_DUP, DUP_SUFFIX);
+	return bbuf_add(&r->hi, MAX_DUP, DUP_SUFFIX);
 }
 
 /* The lower bound "key (and docid), inclusive or not". */
@@ -1759,12 +1715,12 @@ static int bound_low(struct qrange *r, const char *key, const char *docid,
 	if (rc)
 		return rc;
 	if (incl)
-		return docid ? vbuf_put(&r->lo, docid, strlen(docid)) : 0;
+		return docid ? bbuf_add(&r->lo, docid, strlen(docid)) : 0;
 	if (!docid)
-		return vbuf_put(&r->lo, &KEY_END, 1);
-	if ((rc = vbuf_put(&r->lo, docid, strlen(docid))))
+		return bbuf_add(&r->lo, &KEY_END, 1);
+	if ((rc = bbuf_add(&r->lo, docid, strlen(docid))))
 		return rc;
-	return vbuf_put(&r->lo, MAX_DUP, sizeof(MAX_DUP));
+	return bbuf_add(&r->lo, MAX_DUP, sizeof(MAX_DUP));
 }
 
 /* startkey/endkey (with their doc ids) as a range; descending swaps. */
@@ -1786,7 +1742,8 @@ static int range_bounds(struct qrange *r, const struct view_query *q)
 				       q->inclusive_end);
 	}
 	if (!rc && r->has_lo && r->has_hi &&
-	    collate_bytes_cmp(r->lo.p, r->lo.len, r->hi.p, r->hi.len) > 0)
+	    collate_bytes_cmp((const uint8_t *)r->lo.p, r->lo.len,
+			      (const uint8_t *)r->hi.p, r->hi.len) > 0)
 		rc = BARREL_E_INVALID;     /* CouchDB: reverse the keys */
 	return rc;
 }
@@ -1825,9 +1782,9 @@ static int ranges_build(const struct view_query *q, struct qrange **out,
 struct group {
 	bool open;
 	bool skipped;                  /* counted by skip, not reduced */
-	struct vbuf ident;             /* encoded prefix that names it */
-	struct vbuf keytext;           /* its key, JSON */
-	struct vbuf rows;              /* u32 len + text: key, id, value */
+	struct bbuf ident;             /* encoded prefix that names it */
+	struct bbuf keytext;           /* its key, JSON */
+	struct bbuf rows;              /* u32 len + text: key, id, value */
 	size_t nrows;
 	char **part;                   /* reductions of full chunks */
 	size_t *partlen;
@@ -1846,7 +1803,7 @@ struct qctx {
 	uint64_t skip;                 /* rows still to skip */
 	uint64_t left;                 /* rows still to deliver */
 	bool done;                     /* the limit is reached */
-	struct vbuf key, val, doc;     /* NUL-terminated copies for rows */
+	struct bbuf key, val, doc;     /* NUL-terminated copies for rows */
 	/* reduce */
 	bool reduce;
 	struct mapjs *m;
@@ -1898,7 +1855,7 @@ static int doc_fetch(struct qctx *qc, const char *id, size_t idlen,
 			JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
 
 		qc->doc.len = 0;
-		rc = vbuf_put(&qc->doc, t, strlen(t));
+		rc = bbuf_add(&qc->doc, t, strlen(t));
 		*out = (const char *)qc->doc.p;
 		*outlen = qc->doc.len;
 		json_object_put(o);
@@ -1922,7 +1879,7 @@ static int map_entry(struct qctx *qc, const struct bentry *e)
 		return rc;
 	}
 	qc->key.len = qc->val.len = 0;
-	if ((rc = vbuf_put(&qc->key, k, kl)) || (rc = vbuf_put(&qc->val, v, vl)))
+	if ((rc = bbuf_add(&qc->key, k, kl)) || (rc = bbuf_add(&qc->val, v, vl)))
 		return rc;
 	row.key = (const char *)qc->key.p;
 	row.keylen = kl;
@@ -1970,9 +1927,9 @@ static void group_release(struct group *g)
 	group_parts_free(g);
 	free(g->part);
 	free(g->partlen);
-	vbuf_release(&g->ident);
-	vbuf_release(&g->keytext);
-	vbuf_release(&g->rows);
+	bbuf_release(&g->ident);
+	bbuf_release(&g->keytext);
+	bbuf_release(&g->rows);
 }
 
 static const char *rows_text(const uint8_t **p, size_t *len)
@@ -1989,7 +1946,7 @@ static int group_chunk(struct qctx *qc)
 {
 	struct group *g = &qc->g;
 	struct mapjs_row *r = calloc(g->nrows ? g->nrows : 1, sizeof(*r));
-	const uint8_t *p = g->rows.p;
+	const uint8_t *p = (const uint8_t *)g->rows.p;
 	char *out;
 	size_t outlen;
 	int rc;
@@ -2099,15 +2056,15 @@ static int group_key(struct qctx *qc, const char *key, size_t keylen)
 
 	qc->g.keytext.len = 0;
 	if (!qc->level && !qc->exact)
-		return vbuf_put(&qc->g.keytext, "null", 4);
+		return bbuf_add(&qc->g.keytext, "null", 4);
 	qc->key.len = 0;
-	if ((rc = vbuf_put(&qc->key, key, keylen)))       /* NUL-terminated */
+	if ((rc = bbuf_add(&qc->key, key, keylen)))       /* NUL-terminated */
 		return rc;
 	k = qc->level ? json_tokener_parse((const char *)qc->key.p) : NULL;
 	if (!k || !json_object_is_type(k, json_type_array) ||
 	    json_object_array_length(k) <= qc->level) {
 		json_object_put(k);
-		return vbuf_put(&qc->g.keytext, key, keylen);
+		return bbuf_add(&qc->g.keytext, key, keylen);
 	}
 	if (!(a = json_object_new_array())) {
 		json_object_put(k);
@@ -2118,7 +2075,7 @@ static int group_key(struct qctx *qc, const char *key, size_t keylen)
 			json_object_array_get_idx(k, i)));
 	t = json_object_to_json_string_ext(a, JSON_C_TO_STRING_PLAIN |
 					   JSON_C_TO_STRING_NOSLASHESCAPE);
-	rc = vbuf_put(&qc->g.keytext, t, strlen(t));
+	rc = bbuf_add(&qc->g.keytext, t, strlen(t));
 	json_object_put(a);
 	json_object_put(k);
 	return rc;
@@ -2135,16 +2092,16 @@ static int group_start(struct qctx *qc, const uint8_t *ident, size_t n,
 	if (g->skipped)
 		qc->skip--;
 	g->ident.len = 0;
-	if ((rc = vbuf_put(&g->ident, ident, n)))
+	if ((rc = bbuf_add(&g->ident, ident, n)))
 		return rc;
 	return g->skipped ? 0 : group_key(qc, key, keylen);
 }
 
-static int rows_add(struct vbuf *b, const char *s, size_t n)
+static int rows_add(struct bbuf *b, const char *s, size_t n)
 {
 	int rc = vbuf_u32(b, (uint32_t)n);
 
-	return rc ? rc : vbuf_put(b, s, n);
+	return rc ? rc : bbuf_add(b, s, n);
 }
 
 /* One index entry into the reduction of its group. */
@@ -2170,9 +2127,9 @@ static int reduce_entry(struct qctx *qc, const struct bentry *e)
 	if (g->skipped)
 		return 0;
 	/* each text is followed by a NUL byte of its own (rows_text) */
-	if ((rc = rows_add(&g->rows, k, kl)) || (rc = vbuf_put(&g->rows, "", 1)) ||
-	    (rc = rows_add(&g->rows, id, idlen)) || (rc = vbuf_put(&g->rows, "", 1)) ||
-	    (rc = rows_add(&g->rows, v, vl)) || (rc = vbuf_put(&g->rows, "", 1)))
+	if ((rc = rows_add(&g->rows, k, kl)) || (rc = bbuf_add(&g->rows, "", 1)) ||
+	    (rc = rows_add(&g->rows, id, idlen)) || (rc = bbuf_add(&g->rows, "", 1)) ||
+	    (rc = rows_add(&g->rows, v, vl)) || (rc = bbuf_add(&g->rows, "", 1)))
 		return rc;
 	return ++g->nrows == REDUCE_CHUNK ? group_chunk(qc) : 0;
 }
@@ -2271,9 +2228,9 @@ static int query_run(struct qctx *qc)
 
 static void qctx_release(struct qctx *qc)
 {
-	vbuf_release(&qc->key);
-	vbuf_release(&qc->val);
-	vbuf_release(&qc->doc);
+	bbuf_release(&qc->key);
+	bbuf_release(&qc->val);
+	bbuf_release(&qc->doc);
 	group_release(&qc->g);
 	mapjs_free(qc->m);
 	if (qc->snap)

@@ -72,17 +72,17 @@ static inline size_t st_collect(char *ptr, size_t size, size_t n, void *arg)
 /*
  * method path (with its query) on t's socket, with body of ctype (NULL:
  * none) and extra headers (NULL-terminated, may be NULL). Returns the
- * status; *out (may be NULL) gets the reply body, malloc'ed.
+ * status; the reply body is appended to *out and, when hdrs is not NULL,
+ * the reply's header lines to *hdrs (both malloc'ed, the caller frees).
  */
-static inline long st_req_h(struct synctest *t, const char *method,
-			    const char *path, const char *ctype,
-			    const char *body, size_t len,
-			    const char *const *headers, char **out,
-			    size_t *outlen)
+static inline long st_perform(struct synctest *t, const char *method,
+			      const char *path, const char *ctype,
+			      const char *body, size_t len,
+			      const char *const *headers, struct st_buf *out,
+			      struct st_buf *hdrs)
 {
-	struct st_buf b = { 0 };
 	struct curl_slist *h = NULL;
-	char url[2048], ct[256];
+	char url[4096], ct[512];
 	long status = 0;
 	CURL *c = curl_easy_init();
 
@@ -107,12 +107,31 @@ static inline long st_req_h(struct synctest *t, const char *method,
 	h = curl_slist_append(h, "Expect:");
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, st_collect);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
+	if (hdrs) {
+		curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, st_collect);
+		curl_easy_setopt(c, CURLOPT_HEADERDATA, hdrs);
+	}
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
 	ck_assert_int_eq(curl_easy_perform(c), CURLE_OK);
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
 	curl_slist_free_all(h);
 	curl_easy_cleanup(c);
+	return status;
+}
+
+/* st_perform() with the reply body into *out (may be NULL), malloc'ed,
+ * and its length into *outlen (may be NULL). */
+static inline long st_req_h(struct synctest *t, const char *method,
+			    const char *path, const char *ctype,
+			    const char *body, size_t len,
+			    const char *const *headers, char **out,
+			    size_t *outlen)
+{
+	struct st_buf b = { 0 };
+	long status = st_perform(t, method, path, ctype, body, len, headers,
+				 &b, NULL);
+
 	if (outlen)
 		*outlen = b.len;
 	if (out)

@@ -90,41 +90,11 @@ static void req(const char *method, const char *path, const char *ctype,
 		const char *body, size_t len, const char *const *headers,
 		struct resp *out)
 {
-	struct curl_slist *h = NULL;
-	char url[4096], ct[512];
 	struct st_buf b = { 0 };
-	CURL *c = curl_easy_init();
 
 	memset(out, 0, sizeof(*out));
-	ck_assert_ptr_nonnull(c);
-	snprintf(url, sizeof(url), "http://localhost%s", path);
-	curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, T.sock);
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-	if (!strcmp(method, "HEAD"))
-		curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
-	if (body) {
-		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE,
-				 (curl_off_t)len);
-	}
-	if (ctype) {
-		snprintf(ct, sizeof(ct), "Content-Type: %s", ctype);
-		h = curl_slist_append(h, ct);
-	}
-	for (size_t i = 0; headers && headers[i]; i++)
-		h = curl_slist_append(h, headers[i]);
-	h = curl_slist_append(h, "Expect:");
-	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, st_collect);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, st_collect);
-	curl_easy_setopt(c, CURLOPT_HEADERDATA, &out->hdrs);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
-	ck_assert_int_eq(curl_easy_perform(c), CURLE_OK);
-	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
-	curl_slist_free_all(h);
-	curl_easy_cleanup(c);
+	out->status = st_perform(&T, method, path, ctype, body, len, headers,
+				 &b, &out->hdrs);
 	out->body = b.p ? b.p : strdup("");
 	out->len = b.len;
 }

@@ -1,0 +1,26 @@
+/*
+ * A growable byte string (git's strbuf, smaller): what the engine builds
+ * records and texts in. Zero-initialized is empty; after any add the
+ * bytes are followed by a NUL (not counted in len), so a text in it is a
+ * C string. Owns p: bbuf_release(), or take p and zero the struct.
+ * Errors: 0 or -ENOMEM.
+ */
+#ifndef BARREL_BBUF_H
+#define BARREL_BBUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct bbuf {
+	char *p;
+	size_t len;
+	size_t cap;
+};
+
+/* Room for n more bytes and the NUL after them. */
+int bbuf_reserve(struct bbuf *b, size_t n);
+int bbuf_add(struct bbuf *b, const void *s, size_t n);
+int bbuf_adds(struct bbuf *b, const char *s);
+void bbuf_release(struct bbuf *b);       /* frees p, empties b */
+
+#endif
