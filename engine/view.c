@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <json-c/json.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -486,9 +487,16 @@ static void jsctx_log(void *arg, int fn, const char *msg, size_t len)
 	struct jsctx *c = arg;
 	struct view_indexer *vi = c->vi;
 
-	if (vi->opts.log && fn >= 0 && (size_t)fn < c->n)
-		vi->opts.log(vi->opts.log_arg, c->dd->id,
-			     c->dd->views[c->view[fn]].name, msg, len);
+	const char *view;
+
+	if (fn < 0 || (size_t)fn >= c->n)
+		return;
+	view = c->dd->views[c->view[fn]].name;
+	if (vi->opts.log)
+		vi->opts.log(vi->opts.log_arg, c->dd->id, view, msg, len);
+	else
+		barrel_log(BLOG_INFO, "%s/_view/%s: log: %.*s", c->dd->id,
+			   view, len > INT_MAX ? INT_MAX : (int)len, msg);
 }
 
 /* A context for the views of dd listed in which[0..n); a view that does

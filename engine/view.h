@@ -58,7 +58,7 @@ struct view_indexer_opts {
 	                            fields are ignored: see log below) */
 	/* log(msg) of a map function, with the design document's id and
 	 * the view's name; borrowed for the call, from the indexer's
-	 * thread. NULL: dropped. */
+	 * thread. NULL: barrel_log() at BLOG_INFO. */
 	void (*log)(void *arg, const char *ddoc, const char *view,
 		    const char *msg, size_t len);
 	void *log_arg;

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "engine/view.h"
 #include "fs/fs.h"
 
 #define FS_TABLE "fs"
@@ -56,6 +57,10 @@ static int open_docs(struct fs *fs, struct fsdb *db, bool create)
 	rc = bdb_watch(docdb_bdb(d), on_commit, db, &db->watch_id);
 	if (rc)
 		goto out_close;
+	if ((rc = view_indexer_start(d, NULL, &db->views))) {
+		bdb_unwatch(docdb_bdb(d), db->watch_id);
+		goto out_close;
+	}
 	db->d = d;
 	return 0;
 out_close:
@@ -110,6 +115,8 @@ int fsdb_open_all(struct fs *fs)
 
 static void close_docs(struct fsdb *db)
 {
+	view_indexer_stop(db->views);
+	db->views = NULL;
 	bdb_unwatch(docdb_bdb(db->d), db->watch_id);
 	docdb_close(db->d);
 	db->d = NULL;

@@ -48,6 +48,7 @@ struct fsdb {
 	struct fs *fs;
 	char *name;
 	struct docdb *d;          /* NULL once removed; read under use */
+	struct view_indexer *views;   /* d's view indexer, while d is open */
 	uint32_t fs_table;        /* the mount's table: attributes, scratch */
 	pthread_rwlock_t use;
 	uint64_t watch_id;

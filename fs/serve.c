@@ -50,6 +50,12 @@ static void cat_release(void *arg, void *hold)
 	fsdb_leave(hold);
 }
 
+static struct view_indexer *cat_views(void *arg, void *hold)
+{
+	(void)arg;
+	return ((struct fsdb *)hold)->views;
+}
+
 static int cat_create(void *arg, const char *name)
 {
 	struct fsdb *db;
@@ -93,7 +99,7 @@ int serve_start(struct fs *fs)
 
 	fs->cat = (struct catalog){
 		.arg = fs, .acquire = cat_acquire, .release = cat_release,
-		.create = cat_create, .drop = cat_drop, .list = cat_list,
+		.views = cat_views, .create = cat_create, .drop = cat_drop, .list = cat_list,
 	};
 	snprintf(fs->sock, sizeof(fs->sock), "%s/api.sock", fs->datadir);
 	o.unix_path = fs->sock;

@@ -15,11 +15,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/view.h"
 #include "sync/catalog.h"
 
 struct ent {
 	char *name;
 	struct docdb *d;          /* NULL when closed or dropped; by use */
+	struct view_indexer *vi;  /* d's, when the catalog has views */
 	pthread_rwlock_t use;
 	struct ent *next;         /* protected by env_cat->lock */
 };
@@ -28,6 +30,7 @@ struct env_cat {
 	struct catalog cat;
 	struct benv *env;
 	struct docdb_opts opts;
+	bool views;
 	pthread_mutex_t lock;
 	struct ent *ents;         /* protected by lock */
 };
@@ -57,9 +60,26 @@ static struct ent *ent_get(struct env_cat *c, const char *name)
 /* Open e's documents if they are not (e->use held for writing). */
 static int ent_open(struct env_cat *c, struct ent *e, bool create)
 {
+	int rc;
+
 	if (e->d)
 		return 0;
-	return docdb_open(c->env, e->name, create, &c->opts, &e->d);
+	if ((rc = docdb_open(c->env, e->name, create, &c->opts, &e->d)))
+		return rc;
+	if (c->views && (rc = view_indexer_start(e->d, NULL, &e->vi))) {
+		docdb_close(e->d);
+		e->d = NULL;
+	}
+	return rc;
+}
+
+/* Close e's documents (e->use held for writing, or the last user). */
+static void ent_close(struct ent *e)
+{
+	view_indexer_stop(e->vi);
+	e->vi = NULL;
+	docdb_close(e->d);
+	e->d = NULL;
 }
 
 static int cat_acquire(void *arg, const char *name, struct docdb **d,
@@ -101,6 +121,12 @@ static void cat_release(void *arg, void *hold)
 	pthread_rwlock_unlock(&e->use);
 }
 
+static struct view_indexer *cat_views(void *arg, void *hold)
+{
+	(void)arg;
+	return ((struct ent *)hold)->vi;
+}
+
 /* name's entry, locked for writing (unlock e->use after). */
 static int ent_write(struct env_cat *c, const char *name, struct ent **e)
 {
@@ -139,8 +165,7 @@ static int cat_drop(void *arg, const char *name)
 	if (rc)
 		return rc;
 	if (!(rc = ent_open(c, e, false))) {
-		docdb_close(e->d);
-		e->d = NULL;
+		ent_close(e);
 		rc = benv_drop(c->env, name);
 	}
 	pthread_rwlock_unlock(&e->use);
@@ -156,13 +181,14 @@ static int cat_list(void *arg, int (*cb)(void *cbarg, const char *name),
 }
 
 int catalog_env_new(struct benv *env, const struct docdb_opts *opts,
-		    struct catalog **out)
+		    bool views, struct catalog **out)
 {
 	struct env_cat *c = calloc(1, sizeof(*c));
 
 	if (!c)
 		return -ENOMEM;
 	c->env = env;
+	c->views = views;
 	if (opts)
 		c->opts = *opts;
 	pthread_mutex_init(&c->lock, NULL);
@@ -170,6 +196,7 @@ int catalog_env_new(struct benv *env, const struct docdb_opts *opts,
 		.arg = c,
 		.acquire = cat_acquire,
 		.release = cat_release,
+		.views = cat_views,
 		.create = cat_create,
 		.drop = cat_drop,
 		.list = cat_list,
@@ -188,7 +215,7 @@ void catalog_env_free(struct catalog *cat)
 	c = cat->arg;
 	while ((e = c->ents)) {
 		c->ents = e->next;
-		docdb_close(e->d);
+		ent_close(e);
 		pthread_rwlock_destroy(&e->use);
 		free(e->name);
 		free(e);

@@ -16,6 +16,8 @@
 
 #include "engine/docdb.h"
 
+struct view_indexer;
+
 struct catalog {
 	void *arg;
 	/*
@@ -27,6 +29,9 @@ struct catalog {
 	int (*acquire)(void *arg, const char *name, struct docdb **d,
 		       void **hold);
 	void (*release)(void *arg, void *hold);
+	/* The view indexer of the database held by hold, borrowed like the
+	 * database; NULL when this catalog does not index views. */
+	struct view_indexer *(*views)(void *arg, void *hold);
 	/* Create name; BARREL_E_EXISTS when it exists. */
 	int (*create)(void *arg, const char *name);
 	/* Remove name and its data; BARREL_E_NOTFOUND when missing. */
@@ -39,11 +44,12 @@ struct catalog {
 
 /*
  * A catalog over env's databases, opened as documents with opts (NULL:
- * defaults) on first use and kept open until catalog_env_free(). env is
+ * defaults) on first use and kept open until catalog_env_free(). With
+ * views, each open database has a view indexer (view.h) running. env is
  * borrowed and must outlive the catalog; *out is owned by the caller.
  */
 int catalog_env_new(struct benv *env, const struct docdb_opts *opts,
-		    struct catalog **out);
+		    bool views, struct catalog **out);
 void catalog_env_free(struct catalog *cat);   /* NULL is a no-op */
 
 #endif

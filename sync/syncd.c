@@ -235,7 +235,7 @@ static int serve(struct benv *env, const struct cli *c, const sigset_t *set)
 			"positive number\n", c->history);
 		return 1;
 	}
-	if ((rc = catalog_env_new(env, &dopts, &cat)))
+	if ((rc = catalog_env_new(env, &dopts, true, &cat)))
 		goto out_err;
 	snprintf(sock, sizeof(sock), "%s/api.sock", c->datadir);
 	so.unix_path = sock;

@@ -251,7 +251,7 @@ static int local_serve(struct cli *c, const char *datadir, bool create,
 		memcpy(l->sock + n, "/api.sock", sizeof("/api.sock"));
 	}
 	so.unix_path = l->sock;
-	if ((rc = catalog_env_new(l->env, NULL, &l->cat)) < 0 ||
+	if ((rc = catalog_env_new(l->env, NULL, false, &l->cat)) < 0 ||
 	    (rc = srv_start(l->cat, &so, &l->srv, err)) < 0) {
 		fprintf(stderr, PROG ": serving %s: %s %s\n", real,
 			barrel_strerror(rc), err);

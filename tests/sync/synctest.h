@@ -35,7 +35,7 @@ static inline void st_start(struct synctest *t, const char *base,
 		o = *extra;
 	tu_new_datadir(base, t->datadir, sizeof(t->datadir));
 	OK(benv_open(t->datadir, NULL, &t->env));
-	OK(catalog_env_new(t->env, NULL, &t->cat));
+	OK(catalog_env_new(t->env, NULL, true, &t->cat));
 	tu_path(t->sock, sizeof(t->sock), t->datadir, "api.sock");
 	o.unix_path = t->sock;
 	rc = srv_start(t->cat, &o, &t->srv, err);
