@@ -3,14 +3,16 @@
  *
  *   barrelfs [-f] [-d] [-o OPT[,OPT...]] DATADIR MOUNTPOINT
  *
- * Steps: parse options; open (lock) DATADIR and every database; mount;
- * detach unless -f; serve with libfuse's multi-threaded loop until
- * unmounted or signalled; then write pending deletions, close every
+ * Steps: parse options; detach unless -f (the parent waits for the
+ * start's outcome); open (lock) DATADIR and every database; mount;
+ * serve with libfuse's multi-threaded loop until unmounted or
+ * signalled; then write pending deletions, close every
  * database (a checkpoint: everything is durable) and unmount.
  */
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -48,6 +50,21 @@ static const struct fuse_opt cli_opts[] = {
 	FUSE_OPT_END
 };
 
+/* path made absolute against the working directory (a daemon leaves
+ * it); malloc'ed, NULL without memory. */
+static char *absolute(const char *path)
+{
+	char cwd[PATH_MAX], *out;
+	size_t n;
+
+	if (path[0] == '/' || !getcwd(cwd, sizeof(cwd)))
+		return strdup(path);
+	n = strlen(cwd) + strlen(path) + 2;
+	if ((out = malloc(n)))
+		snprintf(out, n, "%s/%s", cwd, path);
+	return out;
+}
+
 static int cli_proc(void *data, const char *arg, int key,
 		    struct fuse_args *args)
 {
@@ -57,7 +74,7 @@ static int cli_proc(void *data, const char *arg, int key,
 	if (key == FUSE_OPT_KEY_NONOPT && !c->datadir) {
 		c->datadir = realpath(arg, NULL);
 		if (!c->datadir && errno == ENOENT)
-			c->datadir = strdup(arg);    /* created by benv_open */
+			c->datadir = absolute(arg);  /* created by benv_open */
 		return 0;
 	}
 	return 1;
@@ -90,6 +107,59 @@ static void log_syslog(void *arg, enum barrel_log_level lvl, const char *msg)
 
 	(void)arg;
 	syslog(prio[lvl], "%s", msg);
+}
+
+/*
+ * Detach before anything starts a thread (the engine's GC, the view
+ * indexers, the HTTP server): a fork keeps only the calling thread. The
+ * parent waits until the child reports through *fd that it serves
+ * (daemon_ready) and exits 0, or exits 1 when the child ends first; so
+ * a failure to start reaches the terminal and the exit status. Returns
+ * in the child; -1 (errno) when fork or pipe fails.
+ */
+static int daemon_begin(int *fd)
+{
+	int p[2];
+	char ok;
+	pid_t pid;
+
+	if (pipe(p))
+		return -1;
+	if ((pid = fork()) < 0) {
+		close(p[0]);
+		close(p[1]);
+		return -1;
+	}
+	if (pid > 0) {
+		close(p[1]);
+		_exit(read(p[0], &ok, 1) == 1 && ok == 0 ? 0 : 1);
+	}
+	close(p[0]);
+	setsid();
+	*fd = p[1];
+	return 0;
+}
+
+/* Tell the waiting parent that the child serves, and let go of the
+ * terminal: from here the log goes to syslog. */
+static void daemon_ready(int fd)
+{
+	char ok = 0;
+	int null = open("/dev/null", O_RDWR);
+
+	barrel_log_set_sink(log_syslog, NULL);
+	if (null >= 0) {
+		dup2(null, STDIN_FILENO);
+		dup2(null, STDOUT_FILENO);
+		dup2(null, STDERR_FILENO);
+		if (null > STDERR_FILENO)
+			close(null);
+	}
+	if (chdir("/"))
+		barrel_log(BLOG_WARN, "chdir /: %s", strerror(errno));
+	if (write(fd, &ok, 1) != 1)
+		barrel_log(BLOG_WARN, "reporting the start: %s", strerror(errno));
+	close(fd);
 }
 
 /* -o fsname=DATADIR, so that mount(8) and df show the data directory
@@ -150,9 +220,10 @@ static void fs_teardown(struct fs *fs)
 	pthread_mutex_destroy(&fs->lock);
 }
 
-/* Mount and serve until unmounted; 0 on a clean end. */
+/* Mount and serve until unmounted; 0 on a clean end. ready_fd >= 0:
+ * daemon_ready() once serving. */
 static int serve(struct fs *fs, struct fuse_args *args,
-		 struct fuse_cmdline_opts *o)
+		 struct fuse_cmdline_opts *o, int ready_fd)
 {
 	struct fuse_loop_config *lc;
 	int rc = 1;
@@ -164,13 +235,12 @@ static int serve(struct fs *fs, struct fuse_args *args,
 		goto out_destroy;
 	if (fuse_session_mount(fs->se, o->mountpoint))
 		goto out_signals;
-	if (!o->foreground)
-		barrel_log_set_sink(log_syslog, NULL);
-	fuse_daemonize(o->foreground);
 	if (worker_start(fs))
 		goto out_unmount;
 	if (serve_start(fs))
 		goto out_worker;
+	if (ready_fd >= 0)
+		daemon_ready(ready_fd);
 	lc = fuse_loop_cfg_create();
 	fuse_loop_cfg_set_clone_fd(lc, o->clone_fd);
 	fuse_loop_cfg_set_max_threads(lc, o->max_threads);
@@ -196,7 +266,7 @@ int main(int argc, char **argv)
 	struct cli c = { .grace = 5, .cache_timeout = 60 };
 	struct fuse_cmdline_opts o = { 0 };
 	struct fs fs = { .opts = { 0 } };
-	int status = 1;
+	int status = 1, ready_fd = -1;
 
 	if (fuse_opt_parse(&args, &c, cli_opts, cli_proc))
 		return 1;
@@ -231,8 +301,12 @@ int main(int argc, char **argv)
 	fs.opts.passwd = c.passwd;
 	fs.opts.tls_cert = c.tls_cert;
 	fs.opts.tls_key = c.tls_key;
+	if (!o.foreground && daemon_begin(&ready_fd)) {
+		fprintf(stderr, "barrelfs: detaching: %s\n", strerror(errno));
+		goto out_opts;
+	}
 	if (!fs_setup(&fs, &c))
-		status = serve(&fs, &args, &o);
+		status = serve(&fs, &args, &o, ready_fd);
 	fs_teardown(&fs);
 out_opts:
 	free(o.mountpoint);

@@ -99,7 +99,8 @@ int serve_start(struct fs *fs)
 
 	fs->cat = (struct catalog){
 		.arg = fs, .acquire = cat_acquire, .release = cat_release,
-		.views = cat_views, .create = cat_create, .drop = cat_drop, .list = cat_list,
+		.views = cat_views, .create = cat_create, .drop = cat_drop,
+		.list = cat_list,
 	};
 	snprintf(fs->sock, sizeof(fs->sock), "%s/api.sock", fs->datadir);
 	o.unix_path = fs->sock;

@@ -343,6 +343,19 @@ case_reap() {
 	done
 }
 
+# daemon_pids: the pids of a detached barrelfs (not our child: mount -t,
+# or barrelfs without -f), found by this test's unique mountpoint in its
+# command line; a test signals them only when an unmount did not end them.
+daemon_pids() {
+	local d
+
+	for d in /proc/[0-9]*; do
+		tr '\0' ' ' 2>/dev/null <"$d/cmdline" | grep -qF " $mnt" &&
+			echo "${d#/proc/}"
+	done
+	return 0
+}
+
 # wait_until SECONDS CMD...: poll CMD every 0.1 s; 1 if it never succeeds.
 wait_until() {
 	local n=$(($1 * 10)) i=0

@@ -21,19 +21,6 @@ installed=$(PATH=$sys_path command -v barrelfs) ||
 [ -n "$ctl" ] || skip_all "no barrelctl to read DATADIR afterwards"
 echo "# mount -t fuse.barrelfs: $helper${installed:+, $installed}"
 
-# The daemon mount(8) started is not our child; after the unmount it must
-# exit by itself. Only when it does not is it ended, by the pid found for
-# this test's unique mountpoint.
-daemon_pids() {
-	local d
-
-	for d in /proc/[0-9]*; do
-		tr '\0' ' ' <"$d/cmdline" 2>/dev/null | grep -qF " $mnt" &&
-			echo "${d#/proc/}"
-	done
-	return 0
-}
-
 # unlocked: barrelctl can open DATADIR (the daemon has let it go).
 unlocked() { "$ctl" -d "$data" stat >/dev/null 2>"$work/stat.err"; }
 
