@@ -26,6 +26,8 @@ static const struct err_entry err_table[] = {
 	{ BARREL_E_NOTOBJECT, "document must be a JSON object", EINVAL, 400, "doc_validation" },
 	{ BARREL_E_BADREV, "invalid revision format", EINVAL, 400, "bad_request" },
 	{ BARREL_E_CLOSED, "database is closed", ESHUTDOWN, 503, "unavailable" },
+	{ BARREL_E_FUNCTION, "a design document's function cannot run", ENOEXEC,
+	  500, "compilation_error" },
 };
 
 static const struct err_entry *err_lookup(int err)

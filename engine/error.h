@@ -25,6 +25,7 @@ enum barrel_error {
 	BARREL_E_NOTOBJECT,                /* JSON body is not an object */
 	BARREL_E_BADREV,                   /* malformed revision string */
 	BARREL_E_CLOSED,                   /* handle already closed / shutting down */
+	BARREL_E_FUNCTION,                 /* a design document's function cannot run */
 	BARREL_E_LAST
 };
 

@@ -1650,6 +1650,7 @@ struct qrange {
 	bool has_lo;
 	bool has_hi;
 	bool hi_incl;
+	bool empty;                    /* the bounds cross: no rows */
 };
 
 static void range_release(struct qrange *r)
@@ -1731,6 +1732,32 @@ static int bound_low(struct qrange *r, const char *key, const char *docid,
 	return bbuf_add(&r->lo, MAX_DUP, sizeof(MAX_DUP));
 }
 
+/*
+ * Bounds that cross: BARREL_E_INVALID when the keys themselves are in
+ * the wrong order for the direction (CouchDB: reverse them), else (equal
+ * keys, emptied by the doc ids or inclusive_end=false) *empty, as
+ * CouchDB answers no rows.
+ */
+static int keys_reversed(const struct view_query *q, bool *empty)
+{
+	struct bbuf a = { 0 }, b = { 0 };
+	int rc = enc_text(&a, q->startkey), cmp;
+
+	if (!rc)
+		rc = enc_text(&b, q->endkey);
+	if (!rc) {
+		cmp = collate_bytes_cmp((const uint8_t *)a.p, a.len,
+					(const uint8_t *)b.p, b.len);
+		if (q->descending ? cmp < 0 : cmp > 0)
+			rc = BARREL_E_INVALID;
+		else
+			*empty = true;
+	}
+	bbuf_release(&a);
+	bbuf_release(&b);
+	return rc;
+}
+
 /* startkey/endkey (with their doc ids) as a range; descending swaps. */
 static int range_bounds(struct qrange *r, const struct view_query *q)
 {
@@ -1752,7 +1779,7 @@ static int range_bounds(struct qrange *r, const struct view_query *q)
 	if (!rc && r->has_lo && r->has_hi &&
 	    collate_bytes_cmp((const uint8_t *)r->lo.p, r->lo.len,
 			      (const uint8_t *)r->hi.p, r->hi.len) > 0)
-		rc = BARREL_E_INVALID;     /* CouchDB: reverse the keys */
+		rc = keys_reversed(q, &r->empty);
 	return rc;
 }
 
@@ -1949,6 +1976,28 @@ static const char *rows_text(const uint8_t **p, size_t *len)
 	return s;
 }
 
+/* A reduce function that throws, runs away, does not compile or
+ * outgrows its limits is the view's fault, not the query's. */
+static int fn_error(int rc)
+{
+	if (rc == BARREL_E_INVALID || rc == BARREL_E_TOOBIG ||
+	    rc == -ETIMEDOUT)
+		return BARREL_E_FUNCTION;
+	return rc;
+}
+
+static int reduce_call(struct qctx *qc, const struct mapjs_row *r, size_t n,
+		       bool rereduce, char **out, size_t *outlen)
+{
+	int rc = fn_error(mapjs_reduce(qc->m, qc->fn, r, n, rereduce, out,
+				       outlen));
+
+	if (rc == BARREL_E_FUNCTION)
+		barrel_log(BLOG_WARN, "a reduce function failed: %s",
+			   mapjs_errmsg(qc->m));
+	return rc;
+}
+
 /* Reduce the rows collected (rereduce false) into one partial. */
 static int group_chunk(struct qctx *qc)
 {
@@ -1966,7 +2015,7 @@ static int group_chunk(struct qctx *qc)
 		r[i].id = rows_text(&p, &r[i].idlen);
 		r[i].value = rows_text(&p, &r[i].valuelen);
 	}
-	rc = mapjs_reduce(qc->m, qc->fn, r, g->nrows, false, &out, &outlen);
+	rc = reduce_call(qc, r, g->nrows, false, &out, &outlen);
 	free(r);
 	g->rows.len = 0;
 	g->nrows = 0;
@@ -1991,7 +2040,7 @@ static int group_fold(struct qctx *qc)
 			r[i].value = g->part[g->npart - n + i];
 			r[i].valuelen = g->partlen[g->npart - n + i];
 		}
-		rc = mapjs_reduce(qc->m, qc->fn, r, n, true, &out, &outlen);
+		rc = reduce_call(qc, r, n, true, &out, &outlen);
 		free(r);
 		for (size_t i = 0; i < n; i++)
 			free(g->part[--g->npart]);
@@ -2150,9 +2199,13 @@ static int scan_range(struct qctx *qc, const struct qrange *r)
 			 (r->hi_incl ? BCURSOR_END_INCLUSIVE : 0);
 	struct bcursor *c = NULL;
 	struct bentry e;
-	int rc = bsnap_scan(qc->snap, qc->t_keys, r->has_lo ? r->lo.p : NULL,
-			    r->has_lo ? r->lo.len : 0, r->has_hi ? r->hi.p : NULL,
-			    r->has_hi ? r->hi.len : 0, flags, &c);
+	int rc;
+
+	if (r->empty)
+		return 0;
+	rc = bsnap_scan(qc->snap, qc->t_keys, r->has_lo ? r->lo.p : NULL,
+			r->has_lo ? r->lo.len : 0, r->has_hi ? r->hi.p : NULL,
+			r->has_hi ? r->hi.len : 0, flags, &c);
 
 	while (!rc && !qc->done && (rc = bcursor_next(c, &e)) == 1)
 		rc = qc->reduce ? reduce_entry(qc, &e) : map_entry(qc, &e);
@@ -2210,7 +2263,7 @@ static int query_setup(struct qctx *qc, const struct vref *r)
 		return rc;
 	fn = mapjs_add_reduce(qc->m, r->reduce, strlen(r->reduce));
 	qc->fn = fn;
-	return fn < 0 ? fn : 0;
+	return fn < 0 ? fn_error(fn) : 0;
 }
 
 static int query_run(struct qctx *qc)
@@ -2258,7 +2311,7 @@ static int query_index(struct qctx *qc, const struct vref *r)
 	if (rc)
 		return rc;
 	if (st.flags & STATE_BROKEN)
-		return BARREL_E_INVALID;
+		return BARREL_E_FUNCTION;
 	qc->res->update_seq = st.seq;
 	qc->res->total_rows = st.rows;
 	table_name(name, sizeof(name), r->hex, "keys");

@@ -28,7 +28,9 @@
  *
  * Errors: 0 or a negative code of error.h: BARREL_E_NOTFOUND for an
  * unknown design document or view, BARREL_E_INVALID for bad query
- * options or a view that cannot run (its message in view_info),
+ * options (keys in the wrong order for the direction included; equal
+ * keys whose doc ids empty the range give no rows), BARREL_E_FUNCTION
+ * for a view whose map function cannot run (its message in view_info),
  * BARREL_E_BADJSON for a key that is not JSON, -ETIMEDOUT when waiting
  * for freshness timed out. Storage: FORMAT.md "Views"; design:
  * DESIGN.md "The index (view.c)".

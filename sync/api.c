@@ -202,6 +202,11 @@ static struct json_object *json_parse_text(const char *s, size_t len)
 	return j;
 }
 
+struct json_object *api_json_parse(const char *s, size_t len)
+{
+	return json_parse_text(s, len);
+}
+
 /* The request body as JSON; NULL after replying 400 (*rc: the reply's). */
 static struct json_object *req_json(struct hreq *r, int *rc)
 {
@@ -2065,8 +2070,9 @@ static char *path_join(struct hreq *r, size_t from)
 }
 
 /* /{db}/_design/NAME[/...]: the design document, its attachments, or
- * the view endpoints (not served yet). */
-static int route_design(struct hreq *r, struct docdb *d)
+ * the view endpoints (api_view.c, over vi). */
+static int route_design(struct hreq *r, struct docdb *d,
+			struct view_indexer *vi)
 {
 	char id[DOC_MAX_ID + 16], *name;
 	int rc, n;
@@ -2079,9 +2085,7 @@ static int route_design(struct hreq *r, struct docdb *d)
 	if (r->npath == 3)
 		return api_doc(r, d, id, (size_t)n);
 	if (r->path[3][0] == '_')
-		return hreq_reply_error(r, 501, "not_implemented",
-			"Views and design document functions are not "
-			"supported yet.");
+		return api_design(r, d, vi);
 	if (!(name = path_join(r, 3)))
 		return hreq_reply_rc(r, -ENOMEM, NULL);
 	rc = api_att(r, d, id, (size_t)n, name);
@@ -2090,7 +2094,8 @@ static int route_design(struct hreq *r, struct docdb *d)
 }
 
 /* /{db}/_local/ID, _local_docs and the endpoints of one database. */
-static int route_special(struct hreq *r, struct docdb *d, const char *db)
+static int route_special(struct hreq *r, struct docdb *d,
+			 struct view_indexer *vi, const char *db)
 {
 	const char *what = r->path[1];
 	char *id;
@@ -2119,7 +2124,7 @@ static int route_special(struct hreq *r, struct docdb *d, const char *db)
 	if (!strcmp(what, "_local_docs") && r->npath == 2)
 		return api_local_docs(r, d);
 	if (!strcmp(what, "_design"))
-		return route_design(r, d);
+		return route_design(r, d, vi);
 	if (!strcmp(what, "_local") && r->npath >= 3) {
 		if (!(id = path_join(r, 2)))
 			return hreq_reply_rc(r, -ENOMEM, NULL);
@@ -2134,7 +2139,8 @@ static int route_special(struct hreq *r, struct docdb *d, const char *db)
 }
 
 /* Everything under /{db}/ with the database held. */
-static int route_db(struct hreq *r, struct docdb *d, const char *db)
+static int route_db(struct hreq *r, struct docdb *d,
+		    struct view_indexer *vi, const char *db)
 {
 	char *name;
 	int rc;
@@ -2147,7 +2153,7 @@ static int route_db(struct hreq *r, struct docdb *d, const char *db)
 		return reply_method(r, "DELETE,GET,HEAD,POST,PUT");
 	}
 	if (r->path[1][0] == '_')
-		return route_special(r, d, db);
+		return route_special(r, d, vi, db);
 	if (r->npath == 2)
 		return api_doc(r, d, r->path[1], strlen(r->path[1]));
 	if (!(name = path_join(r, 2)))
@@ -2178,7 +2184,8 @@ static int api_db(struct hreq *r)
 		return reply_illegal_db(r, db);
 	if (rc)
 		return hreq_reply_rc(r, rc, NULL);
-	rc = route_db(r, d, db);
+	rc = route_db(r, d, r->cat->views ? r->cat->views(r->cat->arg, hold)
+					  : NULL, db);
 	r->cat->release(r->cat->arg, hold);
 	return rc;
 }

@@ -7,7 +7,8 @@
  * (/, _all_dbs, _uuids, /{db}, _all_docs, _changes, _revs_diff,
  * _bulk_docs, _local, _ensure_full_commit, _revs_limit, _compact,
  * _purge); api_doc.c serves documents, attachments, open_revs and
- * _bulk_get, and renders a revision as CouchDB does for all of them.
+ * _bulk_get, and renders a revision as CouchDB does for all of them;
+ * api_view.c serves the views of design documents (_view, _info).
  *
  * Handlers reply exactly once (http.h) and return 0, or a negative code
  * only when no reply could be made (the server then cuts the
@@ -27,6 +28,10 @@ struct json_object;
 
 /* Route r (http.c calls this for every request). */
 int api_dispatch(struct hreq *r);
+
+/* Text (NUL-terminated at len) as one strict UTF-8 JSON value; NULL when
+ * it is not one, or is "null". Owned by the caller (json_object_put()). */
+struct json_object *api_json_parse(const char *s, size_t len);
 
 /* A JSON array of revision strings into *out (malloc'ed, owned by the
  * caller; NULL when empty) and *n. BARREL_E_INVALID when a is not an
@@ -70,5 +75,16 @@ struct api_render {
 int api_render_doc(struct docdb *d, struct bsnap *snap,
 		   const struct doc *doc, const struct api_render *o,
 		   struct json_object **out);
+
+/* ---- api_view.c ---- */
+
+struct view_indexer;
+
+/*
+ * /{db}/_design/D/_X...: GET, HEAD, POST of _view/V and GET of _info,
+ * over vi, the database's view indexer (NULL: 501 not_implemented);
+ * other _X: 501.
+ */
+int api_design(struct hreq *r, struct docdb *d, struct view_indexer *vi);
 
 #endif

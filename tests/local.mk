@@ -61,7 +61,8 @@ FS_TESTS = \
 	tests/fs/test_mount_posix.sh \
 	tests/fs/test_mount_concurrency.sh \
 	tests/fs/test_mount_large.sh \
-	tests/fs/test_mount_helper.sh
+	tests/fs/test_mount_helper.sh \
+	tests/fs/test_mount_daemon.sh
 TESTS += $(FS_TESTS)
 EXTRA_DIST += $(FS_TESTS) tests/fs/lib.sh
 
@@ -69,6 +70,7 @@ EXTRA_DIST += $(FS_TESTS) tests/fs/lib.sh
 SYNC_TESTS = \
 	tests/sync/test_http \
 	tests/sync/test_api_doc \
+	tests/sync/test_api_view \
 	tests/sync/test_repl \
 	tests/sync/test_jobs
 check_PROGRAMS += $(SYNC_TESTS)
@@ -82,6 +84,9 @@ tests_sync_test_http_LDADD = $(SYNC_TEST_LIBS)
 tests_sync_test_api_doc_SOURCES = tests/sync/test_api_doc.c
 tests_sync_test_api_doc_CFLAGS = $(SYNC_TEST_CFLAGS)
 tests_sync_test_api_doc_LDADD = $(SYNC_TEST_LIBS)
+tests_sync_test_api_view_SOURCES = tests/sync/test_api_view.c
+tests_sync_test_api_view_CFLAGS = $(SYNC_TEST_CFLAGS)
+tests_sync_test_api_view_LDADD = $(SYNC_TEST_LIBS)
 tests_sync_test_repl_SOURCES = tests/sync/test_repl.c
 tests_sync_test_repl_CFLAGS = $(SYNC_TEST_CFLAGS)
 tests_sync_test_repl_LDADD = $(SYNC_TEST_LIBS)

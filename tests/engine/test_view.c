@@ -655,6 +655,25 @@ START_TEST(t_query_options)
 	q.endkey = "1";
 	EXPECT_RC(view_query(f.vi, "d", "kv", &q, collect, &g_out, NULL),
 		  BARREL_E_INVALID);
+	q.descending = true;                  /* the right order descending */
+	EXPECT_ROWS(&f, "d", "kv", &q,
+		    "d 3 {\"_id\":\"a\"}, c 2 \"c\", b 2 \"b\", a 1 \"a\"");
+	q = qdef();
+	q.startkey = "1";
+	q.endkey = "3";
+	q.descending = true;
+	EXPECT_RC(view_query(f.vi, "d", "kv", &q, collect, &g_out, NULL),
+		  BARREL_E_INVALID);
+	/* equal keys emptied by the doc ids: no rows, as CouchDB */
+	q = qdef();
+	q.startkey = q.endkey = "3";
+	q.startkey_docid = "z";
+	q.endkey_docid = "a";
+	EXPECT_ROWS(&f, "d", "kv", &q, "");
+	q = qdef();
+	q.startkey = q.endkey = "3";
+	q.inclusive_end = false;
+	EXPECT_ROWS(&f, "d", "kv", &q, "");
 	q = qdef();
 	q.key = "{bad";
 	EXPECT_RC(view_query(f.vi, "d", "kv", &q, collect, &g_out, NULL),
@@ -776,7 +795,7 @@ START_TEST(t_reduce_js)
 	ddoc(&f, "bad", NULL, "r", MAP_KV, "function(){ throw 'no'; }", NULL);
 	q = qdef();
 	EXPECT_RC(view_query(f.vi, "bad", "r", &q, collect, &g_out, NULL),
-		  BARREL_E_INVALID);
+		  BARREL_E_FUNCTION);
 	fx_close(&f);
 }
 END_TEST
@@ -808,7 +827,7 @@ START_TEST(t_throwing_map)
 	ck_assert_msg(strstr(st.last_error, "boom"), "%s", st.last_error);
 	ck_assert_uint_eq(status(&f, "d", "ok").errors, 0);
 	EXPECT_RC(view_query(f.vi, "d", "broken", &q, collect, &g_out, NULL),
-		  BARREL_E_INVALID);
+		  BARREL_E_FUNCTION);
 	st = status(&f, "d", "broken");
 	ck_assert(st.broken);
 	ck_assert_msg(st.last_error[0], "no message");

@@ -8,6 +8,7 @@
 
 #include <curl/curl.h>
 #include <json-c/json.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "engine/db.h"
@@ -166,6 +167,21 @@ static inline const char *st_str(struct json_object *j, const char *key)
 	if (!j || !json_object_object_get_ex(j, key, &v))
 		return "";
 	return json_object_get_string(v);
+}
+
+/* A sync test's main(): run suite s with libcurl set up; the exit
+ * status. */
+static inline int st_main(Suite *s)
+{
+	SRunner *sr = srunner_create(s);
+	int failed;
+
+	curl_global_init(CURL_GLOBAL_ALL);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	curl_global_cleanup();
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 
 #endif

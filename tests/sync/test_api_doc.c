@@ -1210,13 +1210,5 @@ static Suite *api_doc_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(api_doc_suite());
-	int failed;
-
-	curl_global_init(CURL_GLOBAL_ALL);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	curl_global_cleanup();
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return st_main(api_doc_suite());
 }

@@ -1109,7 +1109,7 @@ START_TEST(test_db_endpoints)
 	json_object_put(j);
 	expect_error(&g_t, "POST", "/db/_purge", "{\"p\":\"x\"}", 400,
 		     "bad_request", NULL);
-	expect_error(&g_t, "GET", "/db/_design/d/_view/v", NULL, 501,
+	expect_error(&g_t, "GET", "/db/_design/d/_show/v", NULL, 501,
 		     "not_implemented", NULL);
 	expect_error(&g_t, "GET", "/db/_nothing", NULL, 404, "not_found", NULL);
 	expect_error(&g_t, "PUT", "/db/_nothing", "{}", 400, "illegal_docid",
@@ -1790,14 +1790,5 @@ static Suite *http_suite(void)
 
 int main(void)
 {
-	SRunner *sr;
-	int failed;
-
-	curl_global_init(CURL_GLOBAL_ALL);
-	sr = srunner_create(http_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	curl_global_cleanup();
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return st_main(http_suite());
 }

@@ -143,16 +143,10 @@ int main(void)
 {
 	Suite *s = suite_create("jobs");
 	TCase *tc = tcase_create("core");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_unchecked_fixture(tc, base_setup, base_teardown);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_jobs_run);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return st_main(s);
 }

@@ -824,11 +824,5 @@ static Suite *repl_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(repl_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return st_main(repl_suite());
 }
