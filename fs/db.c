@@ -226,6 +226,7 @@ int fsdb_remove(struct fs *fs, const char *name, bool only_empty)
 		rc = check_empty(db);
 	if (!rc) {
 		close_docs(db);
+		viewdir_forget(fs, db);
 		rc = benv_drop(fs->env, name);
 	}
 	pthread_rwlock_unlock(&db->use);

@@ -48,6 +48,11 @@ static int add(struct dirent_list *l, const char *name, mode_t type)
 	return add_owned(l, strdup(name), type);
 }
 
+static int add_any(void *arg, const char *name, mode_t type)
+{
+	return add(arg, name, type);
+}
+
 static int add_db(void *arg, const char *name)
 {
 	return add(arg, name, S_IFDIR);
@@ -103,7 +108,7 @@ static int list_docs(struct dirent_list *l, bool design)
 				add_scratch, l);
 	if (!rc && !design)
 		rc = add(l, ".rev", S_IFDIR) ?: add(l, ".changes", S_IFREG) ?:
-		     add(l, "_design", S_IFDIR);
+		     add(l, ".views", S_IFDIR) ?: add(l, "_design", S_IFDIR);
 	return rc;
 }
 
@@ -193,6 +198,8 @@ static int list_kind(struct dirent_list *l)
 	case NODE_CONFLICTS:
 		return list_revs(l, true);
 	default:
+		if (viewdir_kind(n->p.kind))
+			return viewdir_list(l->fs, n, add_any, l);
 		return -ENOTDIR;
 	}
 }

@@ -478,6 +478,13 @@ int fh_open(struct fs *fs, fuse_req_t req, struct node *n, int flags,
 	case NODE_CHANGES:
 		rc = fh->writes ? -EACCES : changes_open(fs, n, fh);
 		break;
+	case NODE_VKEY:
+	case NODE_VALL:
+	case NODE_VREDUCE:
+	case NODE_VGROUP:
+	case NODE_VSTATUS:
+		rc = fh->writes ? -EACCES : viewdir_open(fs, n, fh);
+		break;
 	default:
 		rc = -EISDIR;
 	}

@@ -89,7 +89,21 @@ enum node_kind {
 	NODE_CONFLICT,            /* .rev/ID/conflicts/REV.json */
 	NODE_CHANGES,             /* .changes */
 	NODE_SCRATCH,             /* anything else: a file or symlink */
+	NODE_VIEWS,               /* .views/ (the kinds below: viewdir.c) */
+	NODE_VDDOC,               /* .views/D/ (id: "_design/D") */
+	NODE_VIEW,                /* .views/D/V/ (key: the view's name) */
+	NODE_VKEY,                /* .views/D/V/KEY.json (the key: its name) */
+	NODE_VALL,                /* .views/D/V/.all.json */
+	NODE_VREDUCE,             /* .views/D/V/.reduce.json */
+	NODE_VGROUP,              /* .views/D/V/.group.json */
+	NODE_VSTATUS,             /* .views/D/V/.status.json */
 };
+
+/* Is k .views/ or anything in it? (read-only, never cached) */
+static inline bool viewdir_kind(enum node_kind k)
+{
+	return k >= NODE_VIEWS && k <= NODE_VSTATUS;
+}
 
 /*
  * What a name is, before it is a node: kind, database, document id, and
@@ -194,6 +208,7 @@ struct fs {
 	struct srv *srv;          /* serving it (serve.c) */
 	struct jobs *jobs;        /* the replications of "_replicator" */
 	char sock[PATH_MAX];      /* its UNIX socket: DATADIR/api.sock */
+	struct viewcache *views;  /* viewdir.c: recent key listings, by lock */
 };
 
 /* Any error code as a negative errno (error.c's table). */
@@ -343,6 +358,24 @@ void changes_close(struct node *n, struct fh *fh);
 int changes_read(struct fh *fh, char *buf, size_t size, off_t off,
 		 size_t *got);
 int changes_size(struct fs *fs, struct node *n, off_t *size);
+
+/* ---- viewdir.c: DB/.views/ (db entered by the caller unless said) ---- */
+/* What name is in .views/D/ or .views/D/V/ (dir); -ENOENT if nothing. */
+int viewdir_classify(const struct node *dir, const char *name,
+		     struct proto *p);
+/* Mode and size of a node under .views; -ENOENT when it is gone. */
+int viewdir_stat(struct fs *fs, struct node *n, struct stat *st);
+/* A directory under .views, each name to add (a non-zero return stops
+ * and is returned). */
+int viewdir_list(struct fs *fs, struct node *n,
+		 int (*add)(void *arg, const char *name, mode_t type),
+		 void *arg);
+/* A file under .views: its content, made now, into fh->buf (enters the
+ * database itself). */
+int viewdir_open(struct fs *fs, struct node *n, struct fh *fh);
+/* Drop what is kept of db's views (it was removed), or everything. */
+void viewdir_forget(struct fs *fs, struct fsdb *db);
+void viewdir_release(struct fs *fs);
 
 /* ---- dir.c: directory listings ---- */
 int dir_open(struct fs *fs, struct node *n, struct fh **out);

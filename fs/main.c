@@ -212,6 +212,7 @@ static void fs_teardown(struct fs *fs)
 	worker_stop(fs);
 	moved_flush(fs);
 	fsdb_close_all(fs);
+	viewdir_release(fs);
 	if (fs->env)
 		benv_close(fs->env);
 	notes_release(fs);

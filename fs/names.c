@@ -238,6 +238,8 @@ static int classify_db(struct fsdb *db, const char *name, struct proto *p)
 		p->kind = NODE_REVROOT;
 	else if (!strcmp(name, ".changes"))
 		p->kind = NODE_CHANGES;
+	else if (!strcmp(name, ".views"))
+		p->kind = NODE_VIEWS;
 	else if (!strcmp(name, "_design"))
 		p->kind = NODE_DESIGN;
 	else
@@ -294,6 +296,14 @@ int name_classify(struct fs *fs, const struct node *dir, const char *name,
 	case NODE_REVDIR:
 	case NODE_CONFLICTS:
 		return classify_rev(dir, name, p);
+	case NODE_VIEWS:          /* .views/D: _design/D */
+		if (!decode_id(DOC_DESIGN_PREFIX, name, strlen(name), false, p))
+			return -ENOENT;
+		p->kind = NODE_VDDOC;
+		return 0;
+	case NODE_VDDOC:
+	case NODE_VIEW:
+		return viewdir_classify(dir, name, p);
 	default:
 		return -ENOTDIR;
 	}

@@ -36,12 +36,19 @@ static struct fh *fh_of(struct fuse_file_info *fi)
  * never cached. */
 static bool volatile_kind(enum node_kind k)
 {
-	return k == NODE_STATUS || k == NODE_CHANGES;
+	return k == NODE_STATUS || k == NODE_CHANGES || viewdir_kind(k);
 }
 
 static double attr_timeout(struct fs *fs, const struct node *n)
 {
 	return volatile_kind(n->p.kind) ? 0 : fs->opts.cache_timeout;
+}
+
+/* Names in .views/ come and go with the index: neither they nor their
+ * absence are cached. in_views: the name is in a directory there. */
+static double entry_timeout(struct fs *fs, bool in_views)
+{
+	return in_views ? 0 : fs->opts.cache_timeout;
 }
 
 static void reply_err(fuse_req_t req, int rc)
@@ -61,7 +68,8 @@ static int entry_of(struct fs *fs, struct node *n, struct fuse_entry_param *e)
 	}
 	e->ino = n->ino;
 	e->attr_timeout = attr_timeout(fs, n);
-	e->entry_timeout = fs->opts.cache_timeout;
+	e->entry_timeout = entry_timeout(fs, viewdir_kind(n->p.kind) &&
+					     n->p.kind != NODE_VIEWS);
 	return 0;
 }
 
@@ -119,7 +127,8 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	proto_release(&p);
 	if (rc == -ENOENT) {
 		memset(&e, 0, sizeof(e));
-		e.entry_timeout = fs->opts.cache_timeout;
+		e.entry_timeout = entry_timeout(fs, dir &&
+						viewdir_kind(dir->p.kind));
 		fuse_reply_entry(req, &e);
 	} else if (rc) {
 		reply_err(req, rc);

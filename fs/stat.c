@@ -132,6 +132,8 @@ static int stat_kind(struct fs *fs, struct node *n, struct stat *st,
 	clock_gettime(CLOCK_REALTIME, &now);
 	set_time(st, now);
 	st->st_mode = is_dir(n->p.kind) ? S_IFDIR | 0755 : S_IFREG | 0644;
+	if (viewdir_kind(n->p.kind))
+		return viewdir_stat(fs, n, st);
 	switch (n->p.kind) {
 	case NODE_STATUS:
 	case NODE_REVDIFF:

@@ -62,7 +62,8 @@ FS_TESTS = \
 	tests/fs/test_mount_concurrency.sh \
 	tests/fs/test_mount_large.sh \
 	tests/fs/test_mount_helper.sh \
-	tests/fs/test_mount_daemon.sh
+	tests/fs/test_mount_daemon.sh \
+	tests/fs/test_mount_views.sh
 TESTS += $(FS_TESTS)
 EXTRA_DIST += $(FS_TESTS) tests/fs/lib.sh
 
