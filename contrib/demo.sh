@@ -4,8 +4,9 @@
 # that DATADIR; then documents: a put, an edit, the history, a diff between
 # revisions, the changes feed and an export; then the same data mounted with
 # barrelfs: edits with echo, sed -i and vim, history under .rev, a diff,
-# an attachment, .changes and .status; and barrelsync copying the database
-# to another data directory, then only a change. Run from the build directory,
+# an attachment, .changes, a view under .views and .status; and
+# barrelsync copying the database to another data directory, then only a
+# change. Run from the build directory,
 # or set BARRELCTL.
 set -eu
 
@@ -97,6 +98,14 @@ sh_run "getfattr -n user.barrel.rev --only-values demo/notes.json 2>/dev/null; e
 sh_run "mkdir -p demo/notes && echo 'an attachment' > demo/notes/hello.txt && ls -l demo/notes/"
 sh_run "tail -n 3 demo/.changes"
 sh_run "jq -c . demo/*.json"
+
+# Views: a design document's JavaScript map/reduce, indexed in the
+# background, read as files (and over HTTP as CouchDB's _view).
+sh_run "echo '{\"views\": {\"by_tag\": {\"map\": \"function(doc){ (doc.tags || []).forEach(function(t){ emit(t, doc.title); }); }\", \"reduce\": \"_count\"}}}' > demo/_design/tags.json"
+sh_run "ls demo/.views/tags/by_tag/"
+sh_run "cat demo/.views/tags/by_tag/couchdb.json"
+sh_run "jq -c '.rows[]' demo/.views/tags/by_tag/.group.json"
+sh_run "curl -s --unix-socket '$docs/api.sock' 'http://localhost/demo/_design/tags/_view/by_tag?reduce=false&key=\"fs\"'"
 sh_run "cat .status"
 
 # Sync: the mount serves CouchDB's replication protocol on
