@@ -16,3 +16,11 @@ noinst_PROGRAMS = bench_fs
 bench_fs_SOURCES = tools/bench_fs.c
 bench_fs_LDADD =
 EXTRA_DIST += tools/bench_mount.sh tools/bench_sync.sh tools/bench_sync_proxy.js
+
+# The view benchmark of `make bench`: bench_view indexes and queries a
+# view of barrelfs, tools/bench_view.js the same in PouchDB, and
+# bench_view.sh runs both and prints the report.
+noinst_PROGRAMS += bench_view
+bench_view_SOURCES = tools/bench_view.c
+bench_view_LDADD = $(BARREL_LIBS)
+EXTRA_DIST += tools/bench_view.sh tools/bench_view.js
