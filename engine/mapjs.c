@@ -117,10 +117,12 @@ struct jsrun {
 	volatile sig_atomic_t pending;
 	volatile sig_atomic_t fired;
 	volatile sig_atomic_t done;
+	volatile sig_atomic_t ticks;   /* of the timer since the run began */
 };
 
 static _Thread_local struct jsrun *tls_run;
 static _Thread_local pid_t tls_tid;
+static _Thread_local bool tls_unblocked;   /* MAPJS_SIGNAL, in this thread */
 
 /* The executable code of libduktape: a jump is safe only from there. */
 struct range {
@@ -193,13 +195,16 @@ static bool pc_in_duktape(void *ucv)
 	return duk_ntext == 0;
 }
 
-static void timer_arm(timer_t t, unsigned ms)
+/* Fire after first_ms of CPU time, then every every_ms (0: once). */
+static void timer_arm(timer_t t, unsigned first_ms, unsigned every_ms)
 {
 	struct itimerspec its;
 
 	memset(&its, 0, sizeof(its));
-	its.it_value.tv_sec = ms / 1000;
-	its.it_value.tv_nsec = (long)(ms % 1000) * 1000000L;
+	its.it_value.tv_sec = first_ms / 1000;
+	its.it_value.tv_nsec = (long)(first_ms % 1000) * 1000000L;
+	its.it_interval.tv_sec = every_ms / 1000;
+	its.it_interval.tv_nsec = (long)(every_ms % 1000) * 1000000L;
 	timer_settime(t, 0, &its, NULL);
 }
 
@@ -214,10 +219,16 @@ static void timer_disarm(timer_t t)
 struct mapjs_timer {
 	timer_t id;
 	bool ok;
+	bool armed;          /* ticking (until mapjs_idle) */
+	unsigned tick_ms;    /* timeout_ms / MAPJS_TICKS, at least 1 */
 	pid_t tid;           /* the thread whose CPU time it measures */
 };
 
+/* A run is over its time when more than this many ticks came in it. */
+#define MAPJS_TICKS 8
+
 static timer_t run_timer(const struct jsrun *r);
+static unsigned run_tick(const struct jsrun *r);
 
 /* MAPJS_SIGNAL: the time limit of the thread's current run passed. */
 static void on_signal(int sig, siginfo_t *si, void *uc)
@@ -226,13 +237,14 @@ static void on_signal(int sig, siginfo_t *si, void *uc)
 	int saved = errno;
 
 	(void)sig;
-	if (!r || r->done || si->si_code != SI_TIMER)
+	if (!r || r->done || si->si_code != SI_TIMER ||
+	    ++r->ticks <= MAPJS_TICKS)
 		return;
 	r->fired = 1;
 	if (r->nojump == 0 && pc_in_duktape(uc))
 		siglongjmp(r->jb, JUMP_TIME);
 	r->pending = 1;
-	timer_arm(run_timer(r), 1);
+	timer_arm(run_timer(r), 1, run_tick(r));
 	errno = saved;
 }
 
@@ -316,6 +328,11 @@ struct mapjs {
 static timer_t run_timer(const struct jsrun *r)
 {
 	return r->m->timer.id;
+}
+
+static unsigned run_tick(const struct jsrun *r)
+{
+	return r->m->timer.tick_ms;
 }
 
 /* Enter/leave C that holds libc state: no jump from the handler inside;
@@ -466,14 +483,20 @@ static int timer_ensure(struct mapjs *m)
 
 	if (!tls_tid)
 		tls_tid = gettid();
-	sigemptyset(&set);
-	sigaddset(&set, MAPJS_SIGNAL);
-	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+	if (!tls_unblocked) {
+		sigemptyset(&set);
+		sigaddset(&set, MAPJS_SIGNAL);
+		pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+		tls_unblocked = true;
+	}
 	if (m->timer.ok && m->timer.tid == tls_tid)
 		return 0;
 	if (m->timer.ok)
 		timer_delete(m->timer.id);
-	m->timer.ok = false;
+	m->timer.ok = m->timer.armed = false;
+	m->timer.tick_ms = m->opts.timeout_ms / MAPJS_TICKS;
+	if (!m->timer.tick_ms)
+		m->timer.tick_ms = 1;
 	if (pthread_getcpuclockid(pthread_self(), &cid) != 0)
 		return -EINVAL;
 	memset(&sev, 0, sizeof(sev));
@@ -497,7 +520,6 @@ static void run_end(struct jsrun *r)
 {
 	r->done = 1;
 	atomic_signal_fence(memory_order_seq_cst);
-	timer_disarm(r->m->timer.id);
 	tls_run = NULL;
 }
 
@@ -547,7 +569,10 @@ static int run_guarded(struct mapjs *m, run_body body)
 	default:
 		return run_aborted(r.m, &r, JUMP_FATAL);
 	}
-	timer_arm(m->timer.id, m->opts.timeout_ms);
+	if (!m->timer.armed) {
+		timer_arm(m->timer.id, m->timer.tick_ms, m->timer.tick_ms);
+		m->timer.armed = true;
+	}
 	rc = body(m);
 	run_end(&r);
 	if (rc < 0 && m->refused) {
@@ -1172,6 +1197,14 @@ int mapjs_new(const struct mapjs_opts *opts, struct mapjs **out)
 	m->ring.h.next = m->ring.h.prev = &m->ring;
 	*out = m;
 	return 0;
+}
+
+void mapjs_idle(struct mapjs *m)
+{
+	if (m && m->timer.ok && m->timer.armed) {
+		timer_disarm(m->timer.id);
+		m->timer.armed = false;
+	}
 }
 
 void mapjs_free(struct mapjs *m)

@@ -29,8 +29,13 @@
  * Limits (struct mapjs_opts):
  *  - time: each call of a JavaScript function (one map function on one
  *    document, one reduce, a compile) may use timeout_ms of its thread's
- *    CPU time. A POSIX CPU-time timer of the calling thread sends
- *    MAPJS_SIGNAL when it runs out; the handler siglongjmp()s out of the
+ *    CPU time (up to an eighth more). A POSIX CPU-time timer of the
+ *    calling thread ticks every timeout_ms / 8 of its CPU time, sending
+ *    MAPJS_SIGNAL; it is armed by the first call and keeps ticking, with
+ *    no system call per call, until mapjs_idle() or mapjs_free() (a
+ *    thread that goes on to other work calls mapjs_idle(): its system
+ *    calls may otherwise see EINTR). A call that sees more than 8 ticks
+ *    is over its time: the handler siglongjmp()s out of the
  *    interpreter when the thread is executing duktape's own code, or
  *    retries 1 ms later when it is in libc or in our C (allocator,
  *    helpers), which never leave a lock or a malloc'ed block behind. The
@@ -46,8 +51,8 @@
  * next documents go on.
  *
  * Signals: mapjs installs a handler for MAPJS_SIGNAL (a real-time signal)
- * for the process once, and unblocks it in the calling thread on every
- * call (libfuse's worker threads start with every signal blocked).
+ * for the process once, and unblocks it in each calling thread on its
+ * first call (libfuse's worker threads start with every signal blocked).
  * Nothing else may use that signal.
  *
  * Threads: a struct mapjs is used by one thread at a time (the caller
@@ -161,6 +166,11 @@ int mapjs_map(struct mapjs *m, const char *doc, size_t len,
  */
 int mapjs_reduce(struct mapjs *m, int fn, const struct mapjs_row *rows,
 		 size_t n, bool rereduce, char **out, size_t *outlen);
+
+/* Stop the time limit's timer until the next call: for a thread that
+ * is done with JavaScript for a while (an indexer between batches).
+ * NULL is a no-op. */
+void mapjs_idle(struct mapjs *m);
 
 /* The message of m's latest failed call ("" if none); borrowed from m. */
 const char *mapjs_errmsg(const struct mapjs *m);

@@ -1437,6 +1437,17 @@ static void on_commit(void *arg, uint64_t seq)
 	pthread_mutex_unlock(&vi->lock);
 }
 
+/* Stop the map contexts' timers while the thread waits. */
+static void contexts_idle(struct view_indexer *vi)
+{
+	for (size_t i = 0; i < vi->nddocs; i++) {
+		if (vi->ddocs[i].main)
+			mapjs_idle(vi->ddocs[i].main->m);
+		if (vi->ddocs[i].part)
+			mapjs_idle(vi->ddocs[i].part->m);
+	}
+}
+
 static void *indexer_main(void *arg)
 {
 	struct view_indexer *vi = arg;
@@ -1450,8 +1461,10 @@ static void *indexer_main(void *arg)
 		if (rc)
 			barrel_log(BLOG_ERR, "views of %s: indexing failed: %s",
 				   bdb_name(vi->db), barrel_strerror(rc));
-		if (rc || !did)
+		if (rc || !did) {
+			contexts_idle(vi);
 			wait_commit(vi, target, rc != 0);
+		}
 	}
 	ddlist_free(vi->ddocs, vi->nddocs);
 	vi->ddocs = NULL;
