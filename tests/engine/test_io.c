@@ -192,7 +192,7 @@ START_TEST(test_batch_longer_than_ring)
 	f = xopen("f", BIO_RDWR | BIO_CREATE);
 	g = xopen("g", BIO_RDWR | BIO_CREATE);
 	for (int i = 0; i < N; i++) {
-		snprintf(val[i], sizeof(val[i]), "%07d", i);
+		snprintf(val[i], sizeof(val[i]), "%07u", (unsigned)i % 10000000u);
 		iov[i] = (struct iovec){ val[i], 8 };
 		/* all overlap at 0 in f; g gets one slot per write */
 		w[i] = (struct bio_write){ i % 2 ? g : f, &iov[i], 1,
