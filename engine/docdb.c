@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "engine/bbuf.h"
 #include "engine/docdb_i.h"
 #include "engine/log.h"
 
@@ -1701,6 +1702,116 @@ int doc_json(const struct doc *doc, unsigned flags, struct json_object **out)
 	}
 	*out = o;
 	return 0;
+}
+
+/*
+ * May the stored body (a valid JSON object) be spliced after _id and
+ * _rev? Not when a top-level member's name starts with '_' (or with an
+ * escape, which might spell one), nor, unless space_ok, when there is
+ * whitespace outside strings.
+ */
+static bool body_spliceable(const char *p, size_t n, bool space_ok)
+{
+	int depth = 0;
+	bool name = false;            /* depth 1: a string here is a name */
+
+	for (size_t i = 0; i < n; i++) {
+		switch (p[i]) {
+		case '"':
+			if (name && i + 1 < n && (p[i + 1] == '_' || p[i + 1] == '\\'))
+				return false;
+			for (i++; i < n && p[i] != '"'; i++)
+				i += p[i] == '\\';
+			name = false;
+			break;
+		case '{':
+		case '[':
+			name = ++depth == 1;
+			break;
+		case '}':
+		case ']':
+			depth--;
+			break;
+		case ',':
+			name = depth == 1;
+			break;
+		case ' ':
+		case '\t':
+		case '\n':
+		case '\r':
+			if (!space_ok)
+				return false;
+			break;
+		}
+	}
+	return true;
+}
+
+/* Append s (n bytes of UTF-8) as a JSON string. */
+static int json_str_text(struct bbuf *out, const char *s, size_t n)
+{
+	int rc = bbuf_add(out, "\"", 1);
+
+	for (size_t i = 0; !rc && i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		char esc[8];
+
+		if (c >= 0x20 && c != '"' && c != '\\') {
+			rc = bbuf_add(out, &s[i], 1);
+			continue;
+		}
+		snprintf(esc, sizeof(esc), c < 0x20 ? "\\u%04x" : "\\%c", c);
+		rc = bbuf_add(out, esc, strlen(esc));
+	}
+	return rc ? rc : bbuf_add(out, "\"", 1);
+}
+
+/* _id, _rev and the body's members, spliced from its bytes. */
+static int doc_splice(const struct doc *doc, struct bbuf *out)
+{
+	char rev[REV_STR_SIZE];
+	const char *p = memchr(doc->body, '{', doc->len);
+	const char *end = doc->body + doc->len;
+	const char *q;
+	int rc;
+
+	if (!p || rev_format(&doc->rev, rev, sizeof(rev)) < 0)
+		return BARREL_E_CORRUPT;
+	for (q = p + 1; q < end && strchr(" \t\n\r", *q); q++)
+		;
+	if ((rc = bbuf_add(out, "{\"_id\":", 7)) ||
+	    (rc = json_str_text(out, doc->id, doc->idlen)) ||
+	    (rc = bbuf_add(out, ",\"_rev\":\"", 9)) ||
+	    (rc = bbuf_add(out, rev, strlen(rev))) ||
+	    (rc = bbuf_add(out, "\"", 1)))
+		return rc;
+	if (q < end && *q == '}')
+		return bbuf_add(out, "}", 1);
+	if ((rc = bbuf_add(out, ",", 1)))
+		return rc;
+	while (end > p && strchr(" \t\n\r", end[-1]))
+		end--;
+	return bbuf_add(out, p + 1, (size_t)(end - p - 1));
+}
+
+int doc_json_text(const struct doc *doc, unsigned flags, struct bbuf *out)
+{
+	struct json_object *o;
+	const char *t;
+	int rc;
+
+	if (!(flags & ~(DOC_JSON_META | DOC_JSON_ATTS | DOC_JSON_ANY_SPACE)) &&
+	    (flags & DOC_JSON_META) && !doc->deleted &&
+	    !(doc->natts && (flags & DOC_JSON_ATTS)) &&
+	    body_spliceable(doc->body, doc->len, flags & DOC_JSON_ANY_SPACE))
+		return doc_splice(doc, out);
+	if ((rc = doc_json(doc, flags & ~DOC_JSON_ANY_SPACE, &o)))
+		return rc;
+	t = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+					   JSON_C_TO_STRING_NOSLASHESCAPE);
+	rc = t ? bbuf_add(out, t, strlen(t)) : -ENOMEM;
+	json_object_put(o);
+	return rc;
 }
 
 /* ---- listings ---- */

@@ -30,6 +30,7 @@
 #include "engine/db.h"
 #include "engine/revtree.h"
 
+struct bbuf;
 struct json_object;
 struct docdb;
 struct doc_att_writer;
@@ -270,6 +271,8 @@ enum doc_json_flags {
 	DOC_JSON_DELETED_CONFLICTS = 1 << 2,  /* (needs doc->tree) */
 	DOC_JSON_REVISIONS = 1 << 3,     /* _revisions (needs doc->tree) */
 	DOC_JSON_ATTS = 1 << 4,          /* _attachments as stubs */
+	DOC_JSON_ANY_SPACE = 1 << 5,     /* doc_json_text: the body's own
+	                                    whitespace may stay */
 };
 
 /*
@@ -278,6 +281,17 @@ enum doc_json_flags {
  * (json_object_put()).
  */
 int doc_json(const struct doc *doc, unsigned flags, struct json_object **out);
+
+/*
+ * doc_json() as JSON text appended to out (engine/bbuf.h). With only
+ * DOC_JSON_META (and DOC_JSON_ATTS for a document without attachments),
+ * a body with no reserved member is spliced after _id and _rev as it is
+ * stored, with no parse: its strings and numbers are spelled as stored
+ * (an equal JSON value, maybe other escapes), and it is taken only when
+ * it is compact unless DOC_JSON_ANY_SPACE. Else through doc_json(),
+ * compact. Errors as doc_json(), -ENOMEM.
+ */
+int doc_json_text(const struct doc *doc, unsigned flags, struct bbuf *out);
 
 /* ---- listings ---- */
 

@@ -462,6 +462,7 @@ struct view_indexer {
 	size_t rr;                     /* round robin over ddocs */
 	json_tokener *tok;
 	struct bbuf scratch;
+	struct bbuf doctext;           /* the document being mapped */
 };
 
 /* A mapjs context of one design document: which view each function is. */
@@ -1038,11 +1039,11 @@ static int op_number_dups(struct vbatch *b, const struct bop *op)
 /* The JSON text a map function gets: the winner with _id, _rev,
  * _attachments stubs, and _conflicts when there are any. */
 static int doc_text(struct step *s, const struct doc_row *row,
-		    struct json_object **out)
+		    struct bbuf *out)
 {
 	struct doc doc = *row->doc;
 	struct revtree *t = NULL;
-	unsigned flags = DOC_JSON_META | DOC_JSON_ATTS;
+	unsigned flags = DOC_JSON_META | DOC_JSON_ATTS | DOC_JSON_ANY_SPACE;
 	int rc = 0;
 
 	if (row->nrevs > 1) {
@@ -1050,8 +1051,9 @@ static int doc_text(struct step *s, const struct doc_row *row,
 		doc.tree = t;
 		flags |= DOC_JSON_CONFLICTS;
 	}
+	out->len = 0;
 	if (!rc)
-		rc = doc_json(&doc, flags, out);
+		rc = doc_json_text(&doc, flags, out);
 	revtree_free(t);
 	return rc;
 }
@@ -1084,22 +1086,17 @@ static int take_result(struct step *s, const struct doc_row *row,
 static int map_doc(struct step *s, const struct doc_row *row)
 {
 	const struct mapjs_result *res;
-	struct json_object *o;
-	const char *text;
-	size_t nres, len;
+	struct bbuf *text = &s->vi->doctext;
+	size_t nres;
 	int rc = 0;
 
 	for (size_t i = 0; i < s->ctx->n && !rc; i++)
 		rc = op_begin(&s->vb[i], row->id, row->idlen);
 	if (rc || row->deleted || !row->doc || is_design(row->id, row->idlen))
 		return rc;
-	if ((rc = doc_text(s, row, &o)))
+	if ((rc = doc_text(s, row, text)))
 		return rc;
-	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
-					      JSON_C_TO_STRING_NOSLASHESCAPE);
-	len = text ? strlen(text) : 0;
-	rc = text ? mapjs_map(s->ctx->m, text, len, &res, &nres) : -ENOMEM;
-	json_object_put(o);
+	rc = mapjs_map(s->ctx->m, text->p, text->len, &res, &nres);
 	if (rc && rc != -ENOMEM) {
 		for (size_t i = 0; i < s->ctx->n; i++)
 			op_fail(&s->vb[i], row->id, row->idlen,
@@ -1503,6 +1500,7 @@ static void indexer_free(struct view_indexer *vi)
 	if (vi->tok)
 		json_tokener_free(vi->tok);
 	bbuf_release(&vi->scratch);
+	bbuf_release(&vi->doctext);
 	pthread_cond_destroy(&vi->cond);
 	pthread_mutex_destroy(&vi->lock);
 	free(vi);
@@ -1876,8 +1874,9 @@ static int deliver(struct qctx *qc, const struct view_row *row)
 static int doc_fetch(struct qctx *qc, const char *id, size_t idlen,
 		     const char *val, const char **out, size_t *outlen)
 {
-	struct json_object *v = val[0] == '{' ? json_tokener_parse(val) : NULL;
-	struct json_object *jid, *jrev, *o;
+	struct json_object *v = val[0] == '{' && strstr(val, "\"_id\"")
+				? json_tokener_parse(val) : NULL;
+	struct json_object *jid, *jrev;
 	struct rev rev, *prev = NULL;
 	struct doc doc;
 	int rc;
@@ -1898,15 +1897,12 @@ static int doc_fetch(struct qctx *qc, const char *id, size_t idlen,
 	json_object_put(v);
 	if (rc)
 		return rc == BARREL_E_NOTFOUND ? 0 : rc;
-	if (!(rc = doc_json(&doc, DOC_JSON_META | DOC_JSON_ATTS, &o))) {
-		const char *t = json_object_to_json_string_ext(o,
-			JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-
-		qc->doc.len = 0;
-		rc = bbuf_add(&qc->doc, t, strlen(t));
+	qc->doc.len = 0;
+	if (!(rc = doc_json_text(&doc, DOC_JSON_META | DOC_JSON_ATTS,
+				 &qc->doc)) &&
+	    !(rc = bbuf_add(&qc->doc, "", 1))) {
 		*out = (const char *)qc->doc.p;
-		*outlen = qc->doc.len;
-		json_object_put(o);
+		*outlen = qc->doc.len - 1;
 	}
 	doc_release(&doc);
 	return rc;

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "engine/bbuf.h"
 #include "engine/body.h"
 #include "engine/db.h"
 #include "engine/docdb.h"
@@ -999,6 +1000,70 @@ START_TEST(test_doc_json)
 	ck_assert(json_object_get_boolean(jget(o, "_deleted")));
 	json_object_put(o);
 	doc_release(&doc);
+	fx_close(&f);
+}
+END_TEST
+
+/* doc_json_text() splices a body with no reserved member after _id and
+ * _rev, byte for byte, and otherwise gives doc_json()'s document. */
+static void check_text(struct docdb *d, const char *id, unsigned flags,
+		       const char *want)
+{
+	struct bbuf b = { 0 };
+	struct doc doc;
+	struct json_object *o, *t;
+	char *exp = NULL;
+	struct rev r;
+
+	OK(get(d, id, NULL, DOC_GET_DELETED, &doc));
+	r = doc.rev;
+	OK(doc_json_text(&doc, flags, &b));
+	OK(bbuf_add(&b, "", 1));
+	if (want) {                   /* spliced: want has %s for _rev */
+		ck_assert_int_gt(asprintf(&exp, want, RS(&r).s), 0);
+		ck_assert_str_eq(b.p, exp);
+		free(exp);
+	}
+	OK(doc_json(&doc, flags & ~DOC_JSON_ANY_SPACE, &o));
+	t = json_tokener_parse(b.p);
+	ck_assert_msg(t && json_object_equal(o, t), "%s", b.p);
+	ck_assert_msg(!strncmp(b.p, "{\"_id\":", 7), "%s", b.p);
+	json_object_put(o);
+	json_object_put(t);
+	bbuf_release(&b);
+	doc_release(&doc);
+}
+
+START_TEST(test_doc_json_text)
+{
+	const unsigned m = DOC_JSON_META | DOC_JSON_ATTS;
+	const unsigned sp = m | DOC_JSON_ANY_SPACE;
+	struct fx f;
+	struct rev r;
+
+	fx_open(&f);
+	put_ok(f.d, "p", "{\"a\":1,\"b\":[1,{\"_c\":\"\\\"_d\"}]}", NULL);
+	check_text(f.d, "p", m,
+		   "{\"_id\":\"p\",\"_rev\":\"%s\",\"a\":1,\"b\":[1,{\"_c\":\"\\\"_d\"}]}");
+	put_ok(f.d, "q\"x\\y", "{}", NULL);
+	check_text(f.d, "q\"x\\y", m,
+		   "{\"_id\":\"q\\\"x\\\\y\",\"_rev\":\"%s\"}");
+	put_ok(f.d, "e", " { \n} ", NULL);
+	check_text(f.d, "e", sp, "{\"_id\":\"e\",\"_rev\":\"%s\"}");
+	/* whitespace: kept only when allowed, else compact */
+	put_ok(f.d, "s", "{ \"a\" : \"x y\" }\n", NULL);
+	check_text(f.d, "s", sp,
+		   "{\"_id\":\"s\",\"_rev\":\"%s\", \"a\" : \"x y\" }");
+	check_text(f.d, "s", m, "{\"_id\":\"s\",\"_rev\":\"%s\",\"a\":\"x y\"}");
+	/* a reserved member, or a name that may spell one: doc_json() */
+	put_ok(f.d, "r", "{\"_id\":\"r\",\"a\":2}", NULL);
+	check_text(f.d, "r", m, NULL);
+	put_ok(f.d, "u", "{\"\\u0061\":1}", NULL);
+	check_text(f.d, "u", m, NULL);
+	/* a deletion has _deleted */
+	r = put_ok(f.d, "x", "{\"a\":1}", NULL);
+	del_ok(f.d, "x", &r);
+	check_text(f.d, "x", m, NULL);
 	fx_close(&f);
 }
 END_TEST
@@ -3118,6 +3183,7 @@ static Suite *docdb_suite(void)
 	tcase_add_test(tc, test_put_nosync);
 	tcase_add_test(tc, test_put_normalize);
 	tcase_add_test(tc, test_doc_json);
+	tcase_add_test(tc, test_doc_json_text);
 	tcase_add_test(tc, test_delete_recreate);
 	tcase_add_test(tc, test_replicated_graft_order);
 	tcase_add_test(tc, test_replicated_rev_alone);
