@@ -455,6 +455,9 @@ struct view_indexer {
 	bool stop;                     /* protected by lock */
 	uint64_t seen_seq;             /* protected by lock: latest commit */
 	uint64_t gen;                  /* protected by lock: index commits */
+	bool idle;                     /* by lock: no design document, so a
+	                                  commit does not wake the thread */
+	bool kicked;                   /* by lock: a query wants a pass */
 
 	/* the indexer thread's own */
 	struct ddef *ddocs;            /* by id */
@@ -1390,7 +1393,10 @@ static void deadline_in(struct timespec *ts, unsigned ms)
 }
 
 /* Sleep until a commit after target (any, with backoff), stop, or one
- * wait slice. */
+ * wait slice. Without design documents (idle) only the slice's end or
+ * a query's kick ends it: a database that has no views pays no thread
+ * wake-up per commit, and a first design document is read within one
+ * slice, or at once when a query asks for it. */
 static void wait_commit(struct view_indexer *vi, uint64_t target,
 			bool backoff)
 {
@@ -1398,9 +1404,13 @@ static void wait_commit(struct view_indexer *vi, uint64_t target,
 
 	deadline_in(&ts, vi->opts.wait_ms);
 	pthread_mutex_lock(&vi->lock);
-	while (!vi->stop && (backoff || vi->seen_seq <= target))
+	vi->idle = vi->nddocs == 0;
+	while (!vi->stop && !vi->kicked &&
+	       (backoff || vi->idle || vi->seen_seq <= target))
 		if (pthread_cond_timedwait(&vi->cond, &vi->lock, &ts) == ETIMEDOUT)
 			break;
+	vi->kicked = false;
+	vi->idle = false;
 	pthread_mutex_unlock(&vi->lock);
 }
 
@@ -1430,7 +1440,8 @@ static void on_commit(void *arg, uint64_t seq)
 	pthread_mutex_lock(&vi->lock);
 	if (seq > vi->seen_seq)
 		vi->seen_seq = seq;
-	pthread_cond_broadcast(&vi->cond);
+	if (!vi->idle)
+		pthread_cond_broadcast(&vi->cond);
 	pthread_mutex_unlock(&vi->lock);
 }
 
@@ -1646,6 +1657,10 @@ static int view_wait(struct view_indexer *vi, const struct vref *r,
 		if (rc && rc != BARREL_E_NOTFOUND && rc != BARREL_E_VERSION)
 			return rc;
 		pthread_mutex_lock(&vi->lock);
+		if (vi->idle) {            /* an idle indexer waits for this */
+			vi->kicked = true;
+			pthread_cond_broadcast(&vi->cond);
+		}
 		while (vi->gen == gen && w != ETIMEDOUT)
 			w = pthread_cond_timedwait(&vi->cond, &vi->lock, &ts);
 		pthread_mutex_unlock(&vi->lock);

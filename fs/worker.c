@@ -108,7 +108,10 @@ void moved_add(struct fs *fs, struct fsdb *db, const char *id, size_t idlen,
 	}
 	m->next = fs->moved[moved_bucket(db, id, idlen)];
 	fs->moved[moved_bucket(db, id, idlen)] = m;
-	pthread_cond_signal(&fs->wake);
+	/* the worker's tick finds it due; only a zero grace needs it now
+	 * (a wake per unlink made the worker scan the list per unlink) */
+	if (!fs->opts.grace_s)
+		pthread_cond_signal(&fs->wake);
 	pthread_mutex_unlock(&fs->lock);
 }
 
