@@ -44,6 +44,38 @@ int bbuf_adds(struct bbuf *b, const char *s)
 	return bbuf_add(b, s, strlen(s));
 }
 
+/* One byte of a JSON string that must be escaped: \" \\ or \u00XX. */
+static int add_escape(struct bbuf *b, unsigned char c)
+{
+	static const char hex[] = "0123456789abcdef";
+	char e[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
+
+	if (c >= 0x20) {
+		e[1] = (char)c;
+		return bbuf_add(b, e, 2);
+	}
+	return bbuf_add(b, e, 6);
+}
+
+int bbuf_add_jstr(struct bbuf *b, const char *s, size_t n)
+{
+	size_t from = 0;
+	int rc = bbuf_add(b, "\"", 1);
+
+	for (size_t i = 0; !rc && i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c >= 0x20 && c != '"' && c != '\\')
+			continue;
+		if (!(rc = bbuf_add(b, s + from, i - from)))
+			rc = add_escape(b, c);
+		from = i + 1;
+	}
+	if (!rc)
+		rc = bbuf_add(b, s + from, n - from);
+	return rc ? rc : bbuf_add(b, "\"", 1);
+}
+
 void bbuf_release(struct bbuf *b)
 {
 	free(b->p);

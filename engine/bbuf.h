@@ -21,6 +21,9 @@ struct bbuf {
 int bbuf_reserve(struct bbuf *b, size_t n);
 int bbuf_add(struct bbuf *b, const void *s, size_t n);
 int bbuf_adds(struct bbuf *b, const char *s);
+/* s[0..n) (UTF-8, not checked) as a JSON string: quotes, backslashes and
+ * control characters escaped, everything else as it is. */
+int bbuf_add_jstr(struct bbuf *b, const char *s, size_t n);
 void bbuf_release(struct bbuf *b);       /* frees p, empties b */
 
 #endif

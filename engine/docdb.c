@@ -1747,25 +1747,6 @@ static bool body_spliceable(const char *p, size_t n, bool space_ok)
 	return true;
 }
 
-/* Append s (n bytes of UTF-8) as a JSON string. */
-static int json_str_text(struct bbuf *out, const char *s, size_t n)
-{
-	int rc = bbuf_add(out, "\"", 1);
-
-	for (size_t i = 0; !rc && i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
-		char esc[8];
-
-		if (c >= 0x20 && c != '"' && c != '\\') {
-			rc = bbuf_add(out, &s[i], 1);
-			continue;
-		}
-		snprintf(esc, sizeof(esc), c < 0x20 ? "\\u%04x" : "\\%c", c);
-		rc = bbuf_add(out, esc, strlen(esc));
-	}
-	return rc ? rc : bbuf_add(out, "\"", 1);
-}
-
 /* _id, _rev and the body's members, spliced from its bytes. */
 static int doc_splice(const struct doc *doc, struct bbuf *out)
 {
@@ -1780,7 +1761,7 @@ static int doc_splice(const struct doc *doc, struct bbuf *out)
 	for (q = p + 1; q < end && strchr(" \t\n\r", *q); q++)
 		;
 	if ((rc = bbuf_add(out, "{\"_id\":", 7)) ||
-	    (rc = json_str_text(out, doc->id, doc->idlen)) ||
+	    (rc = bbuf_add_jstr(out, doc->id, doc->idlen)) ||
 	    (rc = bbuf_add(out, ",\"_rev\":\"", 9)) ||
 	    (rc = bbuf_add(out, rev, strlen(rev))) ||
 	    (rc = bbuf_add(out, "\"", 1)))

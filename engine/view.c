@@ -1914,12 +1914,25 @@ static int doc_fetch(struct qctx *qc, const char *id, size_t idlen,
 		return rc == BARREL_E_NOTFOUND ? 0 : rc;
 	qc->doc.len = 0;
 	if (!(rc = doc_json_text(&doc, DOC_JSON_META | DOC_JSON_ATTS,
-				 &qc->doc)) &&
-	    !(rc = bbuf_add(&qc->doc, "", 1))) {
-		*out = (const char *)qc->doc.p;
-		*outlen = qc->doc.len - 1;
+				 &qc->doc))) {
+		*out = qc->doc.p;          /* NUL-terminated, as bbufs are */
+		*outlen = qc->doc.len;
 	}
 	doc_release(&doc);
+	return rc;
+}
+
+int view_row_members(struct bbuf *b, const struct view_row *row)
+{
+	int rc = 0;
+
+	if (row->id && !(rc = bbuf_adds(b, "\"id\":")) &&
+	    !(rc = bbuf_add_jstr(b, row->id, row->idlen)))
+		rc = bbuf_adds(b, ",");
+	if (!rc && !(rc = bbuf_adds(b, "\"key\":")) &&
+	    !(rc = bbuf_add(b, row->key, row->keylen)) &&
+	    !(rc = bbuf_adds(b, ",\"value\":")))
+		rc = bbuf_add(b, row->value, row->valuelen);
 	return rc;
 }
 

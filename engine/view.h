@@ -137,6 +137,12 @@ struct view_row {
 	size_t doclen;
 };
 
+/* Append row's members as CouchDB writes them, without the braces:
+ * "id":ID,"key":K,"value":V ("id" left out of a reduce row). 0 or
+ * -ENOMEM. */
+struct bbuf;
+int view_row_members(struct bbuf *b, const struct view_row *row);
+
 /* A non-zero return stops the query and is returned by view_query(). */
 typedef int (*view_row_cb)(void *arg, const struct view_row *row);
 

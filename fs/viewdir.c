@@ -102,17 +102,6 @@ static bool json_whole(const char *s, size_t len, json_object **out)
 	return ok;
 }
 
-/* Append s (len bytes) as a JSON string literal. */
-static int json_str_add(struct bbuf *b, const char *s, size_t len)
-{
-	json_object *o = json_object_new_string_len(s, (int)len);
-	int rc = o ? bbuf_adds(b, json_object_to_json_string_ext(o, JSON_PLAIN))
-		   : -ENOMEM;
-
-	json_object_put(o);
-	return rc;
-}
-
 /* A name of the codec with ".json" after it (name_encode leaves room). */
 static char *json_name(const char *s, size_t len)
 {
@@ -165,7 +154,7 @@ static int name_key(const char *name, struct bbuf *b)
 	if (!rc && json_whole(text, n, NULL))
 		rc = bbuf_add(b, text, n);
 	else if (!rc)
-		rc = json_str_add(b, text, n);
+		rc = bbuf_add_jstr(b, text, n);
 	free(text);
 	return rc;
 }
@@ -413,17 +402,11 @@ static int view_fresh(struct fs *fs, struct node *n, struct view_info *st)
 /* Append a map row as one line and ",\n". */
 static int row_line(struct bbuf *b, const struct view_row *row)
 {
-	int rc = bbuf_adds(b, "{\"id\":");
+	int rc = bbuf_adds(b, "{");
 
 	if (!rc)
-		rc = json_str_add(b, row->id, row->idlen);
-	if (!rc)
-		rc = bbuf_adds(b, ",\"key\":") ?:
-		     bbuf_add(b, row->key, row->keylen) ?:
-		     bbuf_adds(b, ",\"value\":") ?:
-		     bbuf_add(b, row->value, row->valuelen) ?:
-		     bbuf_adds(b, "},\n");
-	return rc;
+		rc = view_row_members(b, row);
+	return rc ? rc : bbuf_adds(b, "},\n");
 }
 
 /* A key not seen yet: text (owned by the set from now) parsed as k
@@ -662,11 +645,7 @@ static int render_map(struct fs *fs, struct node *n, struct bbuf *b,
 
 static int reduce_row(void *arg, const struct view_row *row)
 {
-	struct bbuf *b = arg;
-
-	return bbuf_adds(b, "{\"key\":") ?: bbuf_add(b, row->key, row->keylen) ?:
-	       bbuf_adds(b, ",\"value\":") ?:
-	       bbuf_add(b, row->value, row->valuelen) ?: bbuf_adds(b, "},\n");
+	return row_line(arg, row);      /* a reduce row has no id */
 }
 
 /* .reduce.json (group=false) or .group.json (group=true). */

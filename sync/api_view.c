@@ -425,39 +425,6 @@ struct vout {
 	bool any;                      /* a row is in rows */
 };
 
-/* One byte of a JSON string that must be escaped: \" \\ or \u00XX. */
-static int add_escape(struct bbuf *b, unsigned char c)
-{
-	static const char hex[] = "0123456789abcdef";
-	char e[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
-
-	if (c >= 0x20) {
-		e[1] = (char)c;
-		return bbuf_add(b, e, 2);
-	}
-	return bbuf_add(b, e, 6);
-}
-
-/* s[0..n) (UTF-8) as a JSON string. */
-static int add_jstr(struct bbuf *b, const char *s, size_t n)
-{
-	size_t from = 0;
-	int rc = bbuf_add(b, "\"", 1);
-
-	for (size_t i = 0; !rc && i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
-
-		if (c >= 0x20 && c != '"' && c != '\\')
-			continue;
-		if (!(rc = bbuf_add(b, s + from, i - from)))
-			rc = add_escape(b, c);
-		from = i + 1;
-	}
-	if (!rc)
-		rc = bbuf_add(b, s + from, n - from);
-	return rc ? rc : bbuf_add(b, "\"", 1);
-}
-
 /* The "_id" and "_rev" members of a document's JSON text. */
 static int doc_ident(const char *text, char **id, struct rev *rev)
 {
@@ -530,13 +497,8 @@ static int vout_row(void *arg, const struct view_row *row)
 	int rc = bbuf_adds(b, o->any ? ",\r\n{" : "{");
 
 	o->any = true;
-	if (!rc && row->id && !(rc = bbuf_adds(b, "\"id\":")) &&
-	    !(rc = add_jstr(b, row->id, row->idlen)))
-		rc = bbuf_adds(b, ",");
-	if (!rc && !(rc = bbuf_adds(b, "\"key\":")) &&
-	    !(rc = bbuf_add(b, row->key, row->keylen)) &&
-	    !(rc = bbuf_adds(b, ",\"value\":")))
-		rc = bbuf_add(b, row->value, row->valuelen);
+	if (!rc)
+		rc = view_row_members(b, row);
 	if (!rc && o->v->q.include_docs && row->id)
 		rc = add_doc(o, row);
 	return rc ? rc : bbuf_adds(b, "}");
