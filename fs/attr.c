@@ -17,6 +17,18 @@
 #define FSREC_HEADER 64u
 #define FSREC_INLINE (64u << 10)
 #define COPY_CHUNK (1u << 20)
+#define HOLD_MAX_BYTES (16u << 20)   /* held per database, at most */
+
+/* A record held in memory before it is stored (fs.h, fsrec_settle). The
+ * list changes only under both db->table_lock and db->hold_lock. */
+struct held {
+	char *path;
+	struct fsrec rec;         /* its data owned */
+	size_t bytes;             /* counted in db->held_bytes */
+	bool in_table;            /* the table may hold an older record */
+	struct timespec due;      /* CLOCK_MONOTONIC: store it then */
+	struct held *next;
+};
 
 static void put32(uint8_t *p, uint32_t v)
 {
@@ -138,6 +150,134 @@ void fsrec_release(struct fsrec *r)
 	r->dlen = 0;
 }
 
+/* ---- held records ---- */
+
+static struct held **held_find(struct fsdb *db, const char *path)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+	struct held **pp;
+
+	for (const char *c = path; *c; c++)
+		h = (h ^ (unsigned char)*c) * 0x100000001b3ull;
+	pp = &db->held[(h ^ h >> 29) % FS_HELD_BUCKETS];
+	while (*pp && strcmp((*pp)->path, path))
+		pp = &(*pp)->next;
+	return pp;
+}
+
+/* r with a copy of its data into out. */
+static int rec_copy(const struct fsrec *r, struct fsrec *out)
+{
+	*out = *r;
+	if (!(out->data = malloc(r->dlen + 1)))
+		return -ENOMEM;
+	if (r->dlen)
+		memcpy(out->data, r->data, r->dlen);
+	out->data[r->dlen] = '\0';
+	return 0;
+}
+
+/* The held record at path into out: 0, BARREL_E_NOTFOUND, -ENOMEM. */
+static int held_get(struct fsdb *db, const char *path, struct fsrec *out)
+{
+	struct held *h;
+	int rc = BARREL_E_NOTFOUND;
+
+	pthread_mutex_lock(&db->hold_lock);
+	if ((h = *held_find(db, path)))
+		rc = rec_copy(&h->rec, out);
+	pthread_mutex_unlock(&db->hold_lock);
+	return rc;
+}
+
+/* Unlink *pp from its list and free it (both locks held). */
+static void held_remove(struct fsdb *db, struct held **pp)
+{
+	struct held *h = *pp;
+
+	*pp = h->next;
+	db->held_bytes -= h->bytes;
+	free(h->rec.data);
+	free(h->path);
+	free(h);
+}
+
+/* Forget the held record at path (table_lock held); whether the table
+ * may still hold one there (true when none was held). */
+static bool held_drop(struct fsdb *db, const char *path)
+{
+	struct held **pp = held_find(db, path);
+	bool in_table = !*pp || (*pp)->in_table;
+
+	if (*pp) {
+		pthread_mutex_lock(&db->hold_lock);
+		held_remove(db, pp);
+		pthread_mutex_unlock(&db->hold_lock);
+	}
+	return in_table;
+}
+
+/* Does the table have a record at path (an error counts as yes)? */
+static bool table_has(struct fsdb *db, const char *path)
+{
+	struct bsnap *snap = NULL;
+	struct bval v = { 0 };
+	int rc = bdb_snapshot(docdb_bdb(db->d), &snap);
+
+	if (!rc)
+		rc = bsnap_get(snap, db->fs_table, path, strlen(path), &v);
+	bval_release(&v);
+	bsnap_release(snap);
+	return rc != BARREL_E_NOTFOUND;
+}
+
+/* Is r a record to hold rather than store now? */
+static bool holdable(const struct fsdb *db, const struct fsrec *r)
+{
+	return r && (r->kind == FSREC_FILE || r->kind == FSREC_LINK) &&
+	       !r->blob && db->fs->opts.grace_s;
+}
+
+/* Hold r as the record at path (table_lock held): 0, 1 when there is
+ * no room (store it instead), or -ENOMEM. */
+static int hold_put(struct fsdb *db, const char *path, const struct fsrec *r)
+{
+	struct held **pp = held_find(db, path), *h = *pp;
+	size_t bytes = sizeof(*h) + strlen(path) + r->dlen;
+	struct fsrec copy;
+
+	if (db->held_bytes - (h ? h->bytes : 0) + bytes > HOLD_MAX_BYTES)
+		return 1;
+	if (rec_copy(r, &copy))
+		return -ENOMEM;
+	if (!h && (!(h = calloc(1, sizeof(*h))) || !(h->path = strdup(path)))) {
+		free(h);
+		free(copy.data);
+		return -ENOMEM;
+	}
+	if (!*pp)
+		h->in_table = table_has(db, path);
+	pthread_mutex_lock(&db->hold_lock);
+	if (!*pp)
+		*pp = h;
+	free(h->rec.data);
+	h->rec = copy;
+	db->held_bytes += bytes - h->bytes;
+	h->bytes = bytes;
+	clock_gettime(CLOCK_MONOTONIC, &h->due);
+	h->due.tv_sec += db->fs->opts.grace_s;
+	pthread_mutex_unlock(&db->hold_lock);
+	return 0;
+}
+
+void fsrec_hold_init(struct fsdb *db)
+{
+	pthread_mutex_init(&db->table_lock, NULL);
+	pthread_mutex_init(&db->hold_lock, NULL);
+}
+
+/* ---- the table ---- */
+
 int fsrec_get(struct fsdb *db, struct bsnap *snap, const char *path,
 	      struct fsrec *out)
 {
@@ -146,6 +286,8 @@ int fsrec_get(struct fsdb *db, struct bsnap *snap, const char *path,
 	int rc;
 
 	memset(out, 0, sizeof(*out));
+	if ((rc = held_get(db, path, out)) != BARREL_E_NOTFOUND)
+		return rc;
 	if (!snap && (rc = bdb_snapshot(docdb_bdb(db->d), &own)))
 		return rc;
 	rc = bsnap_get(snap ? snap : own, db->fs_table, path, strlen(path),
@@ -176,12 +318,11 @@ static int old_blob(struct btxn *txn, struct fsdb *db, const char *path,
 	return rc;
 }
 
-/* Put (r) or delete (!r) path, unlinking a replaced blob and linking
- * r's new one (link: r->blob is a fresh blob of this write). */
-static int rec_write(struct fsdb *db, const char *path,
+/* Put (r) or delete (!r) path in txn, unlinking a replaced blob and
+ * linking r's new one (link: r->blob is a fresh blob of this write). */
+static int rec_apply(struct btxn *txn, struct fsdb *db, const char *path,
 		     const struct fsrec *r, bool link)
 {
-	struct btxn *txn;
 	uint8_t *val = NULL;
 	size_t vlen = 0;
 	uint64_t blob;
@@ -189,8 +330,6 @@ static int rec_write(struct fsdb *db, const char *path,
 
 	if (r && (rc = rec_encode(r, &val, &vlen)))
 		return rc;
-	if ((rc = bdb_begin(docdb_bdb(db->d), &txn)))
-		goto out_free;
 	rc = old_blob(txn, db, path, &blob);
 	if (!rc && blob && (!r || blob != r->blob))
 		rc = btxn_blob_unlink(txn, blob);
@@ -200,12 +339,40 @@ static int rec_write(struct fsdb *db, const char *path,
 		rc = r ? btxn_put(txn, db->fs_table, path, strlen(path), val,
 				  vlen, NULL)
 		       : btxn_del(txn, db->fs_table, path, strlen(path));
+	free(val);
+	return rc;
+}
+
+/* rec_apply() as a transaction of its own (table_lock held). */
+static int table_write(struct fsdb *db, const char *path,
+		       const struct fsrec *r, bool link)
+{
+	struct btxn *txn;
+	int rc = bdb_begin(docdb_bdb(db->d), &txn);
+
 	if (rc)
+		return rc;
+	if ((rc = rec_apply(txn, db, path, r, link)))
 		btxn_abort(txn);
 	else
 		rc = btxn_commit_lazy(txn);     /* durable at fsync */
-out_free:
-	free(val);
+	return rc;
+}
+
+/* Put (r) or delete (!r) path: held when it can be (hold_put), else
+ * stored, the held record it replaces forgotten. */
+static int rec_write(struct fsdb *db, const char *path,
+		     const struct fsrec *r, bool link)
+{
+	int rc = 1;
+
+	pthread_mutex_lock(&db->table_lock);
+	if (!link && holdable(db, r))
+		rc = hold_put(db, path, r);
+	if (rc == 1)
+		rc = !held_drop(db, path) && !r ? 0 :
+		     table_write(db, path, r, link);
+	pthread_mutex_unlock(&db->table_lock);
 	return rc;
 }
 
@@ -369,22 +536,81 @@ static bool direct_child(const char *key, size_t klen, size_t plen)
 	return klen > plen && !memchr(key + plen, '/', klen - plen);
 }
 
-int fsrec_list(struct fsdb *db, struct bsnap *snap, const char *prefix,
-	       int (*cb)(void *arg, const char *name, const struct fsrec *r),
-	       void *arg)
+/* Append a copy of h, named by its path after plen bytes, to *list
+ * (*n entries, room for *cap). */
+static int held_append(const struct held *h, size_t plen, struct held **list,
+		       size_t *n, size_t *cap)
+{
+	struct held *grown, *e;
+
+	if (*n == *cap) {
+		size_t more = *cap ? 2 * *cap : 16;
+
+		if (!(grown = realloc(*list, more * sizeof(*grown))))
+			return -ENOMEM;
+		*list = grown;
+		*cap = more;
+	}
+	e = &(*list)[*n];
+	memset(e, 0, sizeof(*e));
+	if (!(e->path = strdup(h->path + plen)) || rec_copy(&h->rec, &e->rec)) {
+		free(e->path);
+		return -ENOMEM;
+	}
+	(*n)++;
+	return 0;
+}
+
+static void held_list_free(struct held *list, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(list[i].path);
+		fsrec_release(&list[i].rec);
+	}
+	free(list);
+}
+
+/* Copies of the held records directly in prefix, named by their names
+ * in it, into *out (*n of them; free with held_list_free). */
+static int held_list(struct fsdb *db, const char *prefix, struct held **out,
+		     size_t *n)
+{
+	size_t plen = strlen(prefix), cap = 0;
+	int rc = 0;
+
+	*out = NULL;
+	*n = 0;
+	pthread_mutex_lock(&db->hold_lock);
+	for (size_t b = 0; b < FS_HELD_BUCKETS && !rc; b++)
+		for (struct held *h = db->held[b]; h && !rc; h = h->next)
+			if (!strncmp(h->path, prefix, plen) &&
+			    direct_child(h->path, strlen(h->path), plen))
+				rc = held_append(h, plen, out, n, &cap);
+	pthread_mutex_unlock(&db->hold_lock);
+	return rc;
+}
+
+static int held_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct held *)a)->path,
+		      ((const struct held *)b)->path);
+}
+
+/* The stored records directly in prefix in snap, those in held (n of
+ * them, sorted by name) left out. */
+static int table_list(struct fsdb *db, struct bsnap *snap, const char *prefix,
+		      const struct held *held, size_t n,
+		      int (*cb)(void *arg, const char *name,
+				const struct fsrec *r), void *arg)
 {
 	size_t plen = strlen(prefix);
-	struct bsnap *own = NULL;
 	struct bcursor *c = NULL;
 	struct bentry e;
-	int rc;
+	int rc = bsnap_scan(snap, db->fs_table, prefix, plen, NULL, 0, 0, &c);
 
-	if (!snap && (rc = bdb_snapshot(docdb_bdb(db->d), &own)))
-		return rc;
-	rc = bsnap_scan(snap ? snap : own, db->fs_table, prefix, plen, NULL, 0,
-			0, &c);
 	while (!rc && (rc = bcursor_next(c, &e)) == 1) {
 		char key[BDB_MAX_KEY + 1];
+		struct held probe = { .path = key + plen };
 		struct fsrec r;
 
 		rc = 0;
@@ -394,6 +620,8 @@ int fsrec_list(struct fsdb *db, struct bsnap *snap, const char *prefix,
 			continue;
 		memcpy(key, e.key, e.klen);
 		key[e.klen] = '\0';
+		if (n && bsearch(&probe, held, n, sizeof(*held), held_cmp))
+			continue;             /* listed as held */
 		if ((rc = rec_decode(key, e.val, e.vlen, &r)))
 			break;
 		if (r.kind != FSREC_ATTRS)
@@ -402,11 +630,37 @@ int fsrec_list(struct fsdb *db, struct bsnap *snap, const char *prefix,
 	}
 	if (c)
 		bcursor_free(c);
-	bsnap_release(own);
 	return rc;
 }
 
-int fsrec_move(struct fsdb *db, const char *from, const char *to)
+/* The held records and a snapshot of the table are taken together under
+ * table_lock, so a record settled meanwhile is listed once. */
+int fsrec_list(struct fsdb *db, const char *prefix,
+	       int (*cb)(void *arg, const char *name, const struct fsrec *r),
+	       void *arg)
+{
+	struct bsnap *snap = NULL;
+	struct held *list;
+	size_t n;
+	int rc;
+
+	pthread_mutex_lock(&db->table_lock);
+	rc = held_list(db, prefix, &list, &n);
+	if (!rc)
+		rc = bdb_snapshot(docdb_bdb(db->d), &snap);
+	pthread_mutex_unlock(&db->table_lock);
+	if (!rc) {
+		qsort(list, n, sizeof(*list), held_cmp);
+		rc = table_list(db, snap, prefix, list, n, cb, arg);
+	}
+	for (size_t i = 0; !rc && i < n; i++)
+		rc = cb(arg, list[i].path, &list[i].rec);
+	held_list_free(list, n);
+	bsnap_release(snap);
+	return rc;
+}
+
+static int table_move(struct fsdb *db, const char *from, const char *to)
 {
 	struct btxn *txn;
 	struct bval v = { 0 };
@@ -431,4 +685,115 @@ int fsrec_move(struct fsdb *db, const char *from, const char *to)
 		return rc;
 	}
 	return btxn_commit_lazy(txn);
+}
+
+/* Is h one that fsrec_settle(path, due) stores, at now? */
+static bool settles(const struct held *h, const char *path, bool due,
+		    const struct timespec *now)
+{
+	if (path)
+		return !strcmp(h->path, path);
+	return !due || h->due.tv_sec < now->tv_sec ||
+	       (h->due.tv_sec == now->tv_sec && h->due.tv_nsec <= now->tv_nsec);
+}
+
+/* Store the held records that settle, in one transaction, and forget
+ * them (table_lock held). */
+static int settle_locked(struct fsdb *db, const char *path, bool due)
+{
+	struct timespec now;
+	struct btxn *txn = NULL;
+	size_t n = 0;
+	int rc = 0;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	for (size_t b = 0; b < FS_HELD_BUCKETS && !rc; b++)
+		for (struct held *h = db->held[b]; h && !rc; h = h->next) {
+			if (!settles(h, path, due, &now))
+				continue;
+			if (!txn && (rc = bdb_begin(docdb_bdb(db->d), &txn)))
+				return rc;
+			rc = rec_apply(txn, db, h->path, &h->rec, false);
+			n++;
+		}
+	if (!txn)
+		return 0;
+	if (rc) {
+		btxn_abort(txn);
+		return rc;
+	}
+	if ((rc = btxn_commit_lazy(txn)))
+		return rc;
+	pthread_mutex_lock(&db->hold_lock);
+	for (size_t b = 0; b < FS_HELD_BUCKETS && n; b++)
+		for (struct held **pp = &db->held[b]; *pp;)
+			if (settles(*pp, path, due, &now)) {
+				held_remove(db, pp);
+				n--;
+			} else {
+				pp = &(*pp)->next;
+			}
+	pthread_mutex_unlock(&db->hold_lock);
+	return 0;
+}
+
+int fsrec_settle(struct fsdb *db, const char *path, bool due)
+{
+	int rc;
+
+	pthread_mutex_lock(&db->table_lock);
+	rc = settle_locked(db, path, due);
+	pthread_mutex_unlock(&db->table_lock);
+	return rc;
+}
+
+void fsrec_hold_end(struct fsdb *db, bool store)
+{
+	int rc = store ? fsrec_settle(db, NULL, false) : 0;
+
+	if (rc)
+		barrel_log(BLOG_ERR, "%s: scratch files not stored: %s",
+			   db->name, barrel_strerror(rc));
+	pthread_mutex_lock(&db->table_lock);
+	pthread_mutex_lock(&db->hold_lock);
+	for (size_t b = 0; b < FS_HELD_BUCKETS; b++)
+		while (db->held[b])
+			held_remove(db, &db->held[b]);
+	pthread_mutex_unlock(&db->hold_lock);
+	pthread_mutex_unlock(&db->table_lock);
+}
+
+/* Move the held record h to path to (table_lock held); 1 when there is
+ * no room to hold it there. */
+static int move_held(struct fsdb *db, struct held *h, const char *to)
+{
+	bool from_stored = h->in_table;
+	char *from = strdup(h->path);
+	int rc = from ? hold_put(db, to, &h->rec) : -ENOMEM;
+
+	if (!rc) {
+		held_drop(db, from);
+		rc = from_stored ? table_write(db, from, NULL, false) : 0;
+	}
+	free(from);
+	return rc;
+}
+
+int fsrec_move(struct fsdb *db, const char *from, const char *to)
+{
+	struct held *h;
+	int rc = 1;
+
+	pthread_mutex_lock(&db->table_lock);
+	if ((h = *held_find(db, from)))
+		rc = move_held(db, h, to);
+	if (rc == 1) {
+		if (h && (rc = settle_locked(db, from, false)))
+			goto out;
+		held_drop(db, to);        /* the move replaces it */
+		rc = table_move(db, from, to);
+	}
+out:
+	pthread_mutex_unlock(&db->table_lock);
+	return rc;
 }

@@ -15,13 +15,18 @@
 
 #define FS_TABLE "fs"
 
+/* A commit of db: wake the worker, or leave it to the commits through
+ * the mount under way (fs_put), which know whether it was theirs. */
 static void on_commit(void *arg, uint64_t seq)
 {
 	struct fsdb *db = arg;
 
 	(void)seq;
 	pthread_mutex_lock(&db->fs->lock);
-	pthread_cond_signal(&db->fs->wake);
+	if (db->own_puts)
+		db->wake_owed = true;
+	else
+		worker_wake(db->fs);
 	pthread_mutex_unlock(&db->fs->lock);
 }
 
@@ -53,7 +58,7 @@ static int open_docs(struct fs *fs, struct fsdb *db, bool create)
 		return rc;
 	if ((rc = fs_table(docdb_bdb(d), &db->fs_table)))
 		goto out_close;
-	db->seen_seq = bdb_seq(docdb_bdb(d));
+	db->seen_seq = db->checked_seq = bdb_seq(docdb_bdb(d));
 	rc = bdb_watch(docdb_bdb(d), on_commit, db, &db->watch_id);
 	if (rc)
 		goto out_close;
@@ -90,6 +95,7 @@ static struct fsdb *entry(struct fs *fs, const char *name)
 	}
 	db->fs = fs;
 	pthread_rwlock_init(&db->use, NULL);
+	fsrec_hold_init(db);
 	db->next = fs->dbs;
 	fs->dbs = db;
 	return db;
@@ -113,8 +119,11 @@ int fsdb_open_all(struct fs *fs)
 	return rc;
 }
 
-static void close_docs(struct fsdb *db)
+/* Close db's documents, its held scratch records stored first (store)
+ * or forgotten (the database is being removed). */
+static void close_docs(struct fsdb *db, bool store)
 {
+	fsrec_hold_end(db, store);
 	view_indexer_stop(db->views);
 	db->views = NULL;
 	bdb_unwatch(docdb_bdb(db->d), db->watch_id);
@@ -129,8 +138,10 @@ void fsdb_close_all(struct fs *fs)
 	while ((db = fs->dbs)) {
 		fs->dbs = db->next;
 		if (db->d)
-			close_docs(db);
+			close_docs(db, true);
 		pthread_rwlock_destroy(&db->use);
+		pthread_mutex_destroy(&db->table_lock);
+		pthread_mutex_destroy(&db->hold_lock);
 		free(db->name);
 		free(db);
 	}
@@ -204,9 +215,9 @@ static int check_empty(struct fsdb *db)
 				NULL);
 
 	if (!rc)
-		rc = fsrec_list(db, NULL, "", any_file, NULL);
+		rc = fsrec_list(db, "", any_file, NULL);
 	if (!rc)
-		rc = fsrec_list(db, NULL, DOC_DESIGN_PREFIX, any_file, NULL);
+		rc = fsrec_list(db, DOC_DESIGN_PREFIX, any_file, NULL);
 	return rc == 1 ? -ENOTEMPTY : rc;
 }
 
@@ -225,7 +236,7 @@ int fsdb_remove(struct fs *fs, const char *name, bool only_empty)
 	if (!rc && only_empty)
 		rc = check_empty(db);
 	if (!rc) {
-		close_docs(db);
+		close_docs(db, false);
 		viewdir_forget(fs, db);
 		rc = benv_drop(fs->env, name);
 	}

@@ -104,7 +104,7 @@ static int list_docs(struct dirent_list *l, bool design)
 		rc = docdb_all_docs(db->d, l->snap, "`", 1, NULL, 0,
 				    DOC_ROWS_DOCS, add_doc, l);
 	if (!rc)
-		rc = fsrec_list(db, l->snap, design ? DOC_DESIGN_PREFIX : "",
+		rc = fsrec_list(db, design ? DOC_DESIGN_PREFIX : "",
 				add_scratch, l);
 	if (!rc && !design)
 		rc = add(l, ".rev", S_IFDIR) ?: add(l, ".changes", S_IFREG) ?:
@@ -128,7 +128,7 @@ static int list_atts(struct dirent_list *l)
 	if (rc == BARREL_E_NOTFOUND && n->pending)
 		rc = 0;
 	if (!rc)
-		rc = fsrec_list(n->p.db, l->snap, prefix, add_scratch, l);
+		rc = fsrec_list(n->p.db, prefix, add_scratch, l);
 	doc_release(&doc);
 	free(prefix);
 	return rc;
@@ -240,7 +240,6 @@ int dir_open(struct fs *fs, struct node *n, struct fh **out)
 	if (rc)
 		goto out_free;
 	fh->node = n;
-	fh->spool = -1;
 	fh->dir = l;
 	*out = fh;
 	return 0;

@@ -72,12 +72,31 @@ void notes_release(struct fs *fs)
 
 /* ---- committing ---- */
 
+/* Was every commit of db up to seq made through the mount (fs->lock
+ * held)? The worker needs waking only for the others. */
+static bool all_own(struct fs *fs, struct fsdb *db, uint64_t seq)
+{
+	uint64_t from = db->checked_seq;
+
+	db->checked_seq = seq;
+	if (seq - from > FS_OWN)
+		return false;
+	for (uint64_t s = from + 1; s <= seq; s++)
+		if (fs->own[s % FS_OWN].db != db ||
+		    fs->own[s % FS_OWN].seq != s)
+			return false;
+	return true;
+}
+
 int fs_put(struct fs *fs, struct fsdb *db, struct doc_put *req, size_t n)
 {
 	int rc;
 
 	for (size_t i = 0; i < n; i++)
 		req[i].flags |= DOC_PUT_NOSYNC;   /* durable at fsync */
+	pthread_mutex_lock(&fs->lock);
+	db->own_puts++;
+	pthread_mutex_unlock(&fs->lock);
 	rc = docdb_put(db->d, req, n);
 
 	pthread_mutex_lock(&fs->lock);
@@ -85,6 +104,11 @@ int fs_put(struct fs *fs, struct fsdb *db, struct doc_put *req, size_t n)
 		if (!req[i].rc && req[i].seq)
 			fs->own[req[i].seq % FS_OWN] =
 				(struct own_seq){ db, req[i].seq };
+	if (!--db->own_puts && db->wake_owed) {
+		db->wake_owed = false;
+		if (!all_own(fs, db, bdb_seq(docdb_bdb(db->d))))
+			worker_wake(fs);
+	}
 	pthread_mutex_unlock(&fs->lock);
 	return rc;
 }
@@ -125,14 +149,17 @@ static bool bad_input(int rc)
 	       rc == BARREL_E_TOOBIG;
 }
 
-/* Keep rejected bytes as the scratch file "ID.json.rejected". */
-static void keep_rejected(struct fs *fs, struct node *n, int fd)
+/* Keep rejected bytes (body, len) as the scratch file
+ * "ID.json.rejected". */
+static void keep_rejected(struct fs *fs, struct node *n, const char *body,
+			  size_t len)
 {
 	struct node *dir = node_get(fs, n->parent);
 	char *name = name_of_doc(n->p.id, n->p.idlen), *path = NULL;
 	struct fsrec r = { .kind = FSREC_FILE, .mode = 0644,
 			   .uid = fs->uid, .gid = fs->gid };
 	char *full = NULL;
+	int fd = -1;
 
 	if (name && (full = malloc(strlen(name) + 10))) {
 		memcpy(full, name, strlen(name));
@@ -141,9 +168,13 @@ static void keep_rejected(struct fs *fs, struct node *n, int fd)
 	if (dir && full && (path = node_path(dir, full))) {
 		clock_gettime(CLOCK_REALTIME, &r.mtime);
 		r.ctime = r.atime = r.mtime;
-		if (fsrec_put_spool(n->p.db, path, &r, fd))
+		if (benv_spool(fs->env, &fd) ||
+		    spool_write_all(fd, body, len, 0) ||
+		    fsrec_put_spool(n->p.db, path, &r, fd))
 			path[0] = '\0';
 	}
+	if (fd >= 0)
+		close(fd);
 	barrel_log(BLOG_ERR, "%s: rejected bytes kept in %s", n->name,
 		   path && path[0] ? path : "(nowhere: could not store them)");
 	fsrec_release(&r);
@@ -196,20 +227,33 @@ int doc_commit_fd(struct fs *fs, struct node *n, int fd,
 		  const struct rev *base, const char *base_body,
 		  size_t base_len, struct rev *out)
 {
-	struct doc_put req = { .id = n->p.id, .idlen = n->p.idlen,
-			       .parent = base,
-			       .flags = DOC_PUT_KEEP_ATTS | DOC_PUT_BRANCH };
 	char *body;
-	int rc = spool_slurp(fd, &body, &req.len);
+	size_t len = 0;
+	int rc = spool_slurp(fd, &body, &len);
 
 	if (rc)
 		return rc;
-	if (base && same_body(n, base, base_body, base_len, body, req.len)) {
+	body[len] = '\0';
+	rc = doc_commit(fs, n, body, len, base, base_body, base_len, out);
+	free(body);
+	return rc;
+}
+
+int doc_commit(struct fs *fs, struct node *n, const char *body, size_t len,
+	       const struct rev *base, const char *base_body,
+	       size_t base_len, struct rev *out)
+{
+	struct doc_put req = { .id = n->p.id, .idlen = n->p.idlen,
+			       .parent = base, .body = body, .len = len,
+			       .flags = DOC_PUT_KEEP_ATTS | DOC_PUT_BRANCH };
+	int rc;
+
+	if (len > DOC_MAX_BODY)
+		return -EFBIG;
+	if (base && same_body(n, base, base_body, base_len, body, len)) {
 		*out = *base;              /* saved unchanged: no revision */
-		free(body);
 		return 0;
 	}
-	req.body = body;
 	rc = fs_put(fs, n->p.db, &req, 1);
 	if (!rc)
 		rc = req.rc;
@@ -219,14 +263,13 @@ int doc_commit_fd(struct fs *fs, struct node *n, int fd,
 		barrel_log(BLOG_ERR, "%s/%s: not saved: %s", n->p.db->name,
 			   n->name, req.error[0] ? req.error :
 			   barrel_strerror(rc));
-		keep_rejected(fs, n, fd);
+		keep_rejected(fs, n, body, len);
 		rc = -EINVAL;
 	} else {
 		barrel_log(BLOG_ERR, "%s/%s: not saved: %s", n->p.db->name,
 			   n->name, req.error[0] ? req.error :
 			   barrel_strerror(rc));
 	}
-	free(body);
 	return fs_err(rc);
 }
 
@@ -348,10 +391,9 @@ static int open_doc(struct fs *fs, fuse_req_t req, struct node *n,
 	doc_release(&doc);
 	if (rc || !fh->writes)
 		return fs_err(rc);
-	if ((rc = new_spool(fs, &fh->spool)))
-		return rc;
+	fh->editing = true;
 	if (!(fh->flags & O_TRUNC) && fh->len)
-		rc = spool_write_all(fh->spool, fh->buf, fh->len, 0);
+		rc = bbuf_add(&fh->edit, fh->buf, fh->len);
 	return rc;
 }
 
@@ -456,7 +498,6 @@ int fh_open(struct fs *fs, fuse_req_t req, struct node *n, int flags,
 		return -ENOMEM;
 	fh->node = n;
 	fh->flags = flags;
-	fh->spool = -1;
 	fh->writes = writes(flags);
 	pthread_mutex_init(&fh->blob_lock, NULL);
 	switch (n->p.kind) {
@@ -509,6 +550,45 @@ static int pread_some(int fd, char *buf, size_t size, off_t off, size_t *got)
 	return 0;
 }
 
+/* A read at off of the len bytes at from. */
+static int copy_out(const char *from, size_t len, char *buf, size_t size,
+		    off_t off, size_t *got)
+{
+	*got = 0;
+	if (off >= 0 && (size_t)off < len) {
+		*got = len - (size_t)off < size ? len - (size_t)off : size;
+		memcpy(buf, from + off, *got);
+	}
+	return 0;
+}
+
+/* Make a writer's copy size bytes long: cut, or grown with zeros. */
+static int edit_resize(struct bbuf *b, uint64_t size)
+{
+	if (size > DOC_MAX_BODY)
+		return -EFBIG;
+	if (size > b->len) {
+		if (bbuf_reserve(b, (size_t)size - b->len))
+			return -ENOMEM;
+		memset(b->p + b->len, 0, (size_t)size - b->len);
+	}
+	b->len = (size_t)size;
+	if (b->p)
+		b->p[b->len] = '\0';
+	return 0;
+}
+
+/* pwrite(2) into a writer's copy. */
+static int edit_write(struct bbuf *b, const char *buf, size_t size, off_t off)
+{
+	uint64_t end = (uint64_t)off + size;
+	int rc = end > b->len ? edit_resize(b, end) : 0;
+
+	if (!rc && size)
+		memcpy(b->p + off, buf, size);
+	return rc;
+}
+
 int fh_read(struct fs *fs, struct fh *fh, char *buf, size_t size, off_t off,
 	    size_t *got)
 {
@@ -518,8 +598,8 @@ int fh_read(struct fs *fs, struct fh *fh, char *buf, size_t size, off_t off,
 
 	(void)fs;
 	*got = 0;
-	if (fh->spool >= 0)
-		return pread_some(fh->spool, buf, size, off, got);
+	if (fh->editing)
+		return copy_out(fh->edit.p, fh->edit.len, buf, size, off, got);
 	if (n->p.kind == NODE_CHANGES)
 		return changes_read(fh, buf, size, off, got);
 	if (n->p.kind == NODE_ATT || n->p.kind == NODE_SCRATCH) {
@@ -539,11 +619,7 @@ int fh_read(struct fs *fs, struct fh *fh, char *buf, size_t size, off_t off,
 		*got = (size_t)r;
 		return 0;
 	}
-	if ((size_t)off < fh->len) {
-		*got = fh->len - (size_t)off < size ? fh->len - (size_t)off : size;
-		memcpy(buf, fh->buf + off, *got);
-	}
-	return 0;
+	return copy_out(fh->buf, fh->len, buf, size, off, got);
 }
 
 static int pwrite_all(int fd, const char *buf, size_t size, off_t off)
@@ -560,8 +636,8 @@ int fh_write(struct fs *fs, struct fh *fh, const char *buf, size_t size,
 	(void)fs;
 	if (!fh->writes)
 		return -EBADF;
-	if (fh->spool >= 0) {
-		if (!(rc = pwrite_all(fh->spool, buf, size, off)))
+	if (fh->editing) {
+		if (!(rc = edit_write(&fh->edit, buf, size, off)))
 			fh->dirty = true;
 		return rc;
 	}
@@ -578,7 +654,6 @@ int fh_write(struct fs *fs, struct fh *fh, const char *buf, size_t size,
 static int flush_doc(struct fs *fs, struct fh *fh)
 {
 	struct node *n = fh->node;
-	struct stat st;
 	struct rev rev;
 	int rc;
 
@@ -586,13 +661,11 @@ static int flush_doc(struct fs *fs, struct fh *fh)
 	 * not a save: only written (or truncated) content is committed */
 	if (!fh->dirty)
 		return 0;
-	if (fstat(fh->spool, &st))
-		return -errno;
-	if (!fh->has_base && !st.st_size)
+	if (!fh->has_base && !fh->edit.len)
 		return 0;                   /* not a document yet */
 	/* fh->buf, while kept, is the body of fh->base as opened */
-	rc = doc_commit_fd(fs, n, fh->spool, fh->has_base ? &fh->base : NULL,
-			   fh->buf, fh->len, &rev);
+	rc = doc_commit(fs, n, fh->edit.p ? fh->edit.p : "", fh->edit.len,
+			fh->has_base ? &fh->base : NULL, fh->buf, fh->len, &rev);
 	fh->dirty = false;
 	if (rc)
 		return rc;
@@ -667,6 +740,8 @@ int fh_flush(struct fs *fs, fuse_req_t req, struct fh *fh, bool durable)
 		rc = flush_shared(fs, n, false);
 		pthread_mutex_unlock(&n->lock);
 	}
+	if (!rc && durable && n->p.kind == NODE_SCRATCH)
+		rc = fs_err(fsrec_settle(n->p.db, n->p.key, false));
 	if (!rc && durable)
 		rc = fs_err(bdb_sync(docdb_bdb(n->p.db->d)));
 	fsdb_leave(n->p.db);
@@ -691,8 +766,7 @@ void fh_release(struct fs *fs, struct fh *fh)
 	}
 	if (n->p.kind == NODE_CHANGES)
 		changes_close(n, fh);
-	if (fh->spool >= 0)
-		close(fh->spool);
+	bbuf_release(&fh->edit);
 	if (fh->blob)
 		bblob_close(fh->blob);
 	bsnap_release(fh->snap);
@@ -731,9 +805,9 @@ int node_truncate(struct fs *fs, struct node *n, off_t size, struct fh *fh)
 {
 	int rc;
 
-	if (fh && fh->spool >= 0) {
+	if (fh && fh->editing) {
 		fh->dirty = true;
-		return ftruncate(fh->spool, size) ? -errno : 0;
+		return size < 0 ? -EINVAL : edit_resize(&fh->edit, (uint64_t)size);
 	}
 	if (n->p.kind == NODE_DOC)
 		return n->pending ? 0 : truncate_doc(fs, n, size);

@@ -12,7 +12,9 @@
  *
  * Locks, outermost first: fsdb->use (rwlock: every operation on a
  * database reads it; rmdir writes it), node->lock (an open node's shared
- * spool), fs->lock (nodes, databases, pending moves: held briefly).
+ * spool), fsdb->table_lock (writes of the fs table, across their commit),
+ * fsdb->hold_lock and fs->lock (held records; nodes, databases, pending
+ * moves: each held briefly, never both).
  */
 #ifndef BARREL_FS_H
 #define BARREL_FS_H
@@ -27,6 +29,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "engine/bbuf.h"
 #include "engine/docdb.h"
 #include "sync/catalog.h"
 
@@ -42,6 +45,8 @@ struct fs_opts {
 	const char *tls_cert, *tls_key;
 };
 
+#define FS_HELD_BUCKETS 256
+
 /* One database of the environment, open as documents. Never freed
  * before the mount ends, so nodes may point at it after rmdir. */
 struct fsdb {
@@ -54,6 +59,20 @@ struct fsdb {
 	uint64_t watch_id;
 	uint64_t seen_seq;        /* inval thread: changes processed up to */
 	struct fsdb *next;        /* protected by fs->lock */
+	/* By fs->lock: commits through the mount under way; a commit seen
+	 * meanwhile (on_commit) leaves waking the worker to the last of
+	 * them, which wakes it unless every commit up to now was its own
+	 * (checked_seq: the sequence checked up to). */
+	unsigned own_puts;
+	bool wake_owed;
+	uint64_t checked_seq;
+	/* Scratch records not yet stored in the fs table (attr.c "held"):
+	 * table_lock orders every write of the table (held across its
+	 * commit); hold_lock guards held and held_bytes (held briefly). */
+	pthread_mutex_t table_lock;
+	pthread_mutex_t hold_lock;
+	struct held *held[FS_HELD_BUCKETS];
+	size_t held_bytes;
 };
 
 enum fsrec_kind { FSREC_ATTRS = 1, FSREC_FILE = 2, FSREC_LINK = 3 };
@@ -144,7 +163,8 @@ struct node {
 struct fh {
 	struct node *node;
 	int flags;                /* open flags */
-	int spool;                /* documents: this open's private spool */
+	struct bbuf edit;         /* documents: a writer's private copy */
+	bool editing;             /* ... which this open has */
 	bool writes;              /* opened for writing */
 	bool shared;              /* counted in node->writers */
 	bool dirty;               /* written since the last commit */
@@ -175,7 +195,7 @@ struct own_seq {
 	struct fsdb *db;
 	uint64_t seq;
 };
-#define FS_OWN 1024
+#define FS_OWN 16384          /* more than the commits between two ticks */
 #define FS_MOVED_BUCKETS 1024
 
 struct fs {
@@ -195,12 +215,13 @@ struct fs {
 	                                           removed, by lock */
 	struct open_note notes[FS_NOTES];     /* by lock, a ring */
 	unsigned next_note;
-	struct own_seq own[FS_OWN];   /* by lock: recent commits made through
-	                                 the mount, at [seq % FS_OWN] */
+	struct own_seq *own;      /* by lock: recent commits made through
+	                             the mount, at [seq % FS_OWN] */
 
 	pthread_t worker;         /* invalidation and grace timer */
 	bool worker_running;
 	bool stop;                /* protected by lock */
+	bool wake_pending;        /* by lock: a round is owed (worker_wake) */
 	pthread_cond_t wake;
 	struct inval *invals;     /* queued kernel invalidations, by lock */
 
@@ -289,6 +310,19 @@ int fsrec_put(struct fsdb *db, const char *path, const struct fsrec *r);
 int fsrec_del(struct fsdb *db, const char *path);
 /* Rename a record (replacing one at to) in one transaction. */
 int fsrec_move(struct fsdb *db, const char *from, const char *to);
+/*
+ * A scratch file's record with inline content (or a symlink's) is held
+ * in memory when written and stored in the table once it has been left
+ * alone for the grace period (a temporary file renamed onto a document
+ * or removed before then is never stored); every fsrec_ call sees held
+ * records as stored. fsrec_settle() stores db's held records now: the
+ * one at path (NULL: all), or with due only those whose time has come.
+ * fsrec_hold_end() settles (store) or forgets every held record of db,
+ * whose documents are about to close.
+ */
+void fsrec_hold_init(struct fsdb *db);
+int fsrec_settle(struct fsdb *db, const char *path, bool due);
+void fsrec_hold_end(struct fsdb *db, bool store);
 void fsrec_release(struct fsrec *r);
 /* Store the spool fd's content as scratch file path, attributes r. */
 int fsrec_put_spool(struct fsdb *db, const char *path, struct fsrec *r,
@@ -304,7 +338,7 @@ int spool_write_all(int fd, const char *buf, size_t len, uint64_t off);
 int spool_copy(int from, int to);
 /* List scratch names directly in directory prefix ("" or "ID/"); a
  * non-zero return of cb stops and is returned. */
-int fsrec_list(struct fsdb *db, struct bsnap *snap, const char *prefix,
+int fsrec_list(struct fsdb *db, const char *prefix,
 	       int (*cb)(void *arg, const char *name, const struct fsrec *r),
 	       void *arg);
 
@@ -332,6 +366,10 @@ int node_truncate(struct fs *fs, struct node *n, off_t size, struct fh *fh);
 int doc_commit_fd(struct fs *fs, struct node *n, int fd,
 		  const struct rev *base, const char *base_body,
 		  size_t base_len, struct rev *out);
+/* The same for a body in memory (len bytes, a NUL after them). */
+int doc_commit(struct fs *fs, struct node *n, const char *body, size_t len,
+	       const struct rev *base, const char *base_body,
+	       size_t base_len, struct rev *out);
 /* Remember that pid opened (db, id) at rev; the revision pid (else
  * anyone) last opened it at. */
 /* A new file's first store: its creator's owner and mode, when they are
@@ -391,12 +429,16 @@ bool fs_own(struct fs *fs, struct fsdb *db, uint64_t seq);
 /* ---- worker.c: invalidations and the grace period ---- */
 int worker_start(struct fs *fs);
 void worker_stop(struct fs *fs);
+/* Have the worker make a round now (fs->lock held). */
+void worker_wake(struct fs *fs);
 
 /* serve.c: the HTTP API on DATADIR/api.sock (and TCP when asked). */
 int serve_start(struct fs *fs);
 void serve_stop(struct fs *fs);
 /* Queue invalidations of the kernel's caches (done by the worker). */
 void inval_inode(struct fs *fs, fuse_ino_t ino);
+/* The same at the worker's next round (it wakes every 200 ms). */
+void inval_inode_later(struct fs *fs, fuse_ino_t ino);
 void inval_entry(struct fs *fs, fuse_ino_t parent, const char *name);
 /* Remember a document moved away (vim's writebackup); the worker writes
  * its deletion after the grace period unless moved_take() claims it. */

@@ -90,8 +90,9 @@ static void usage(const char *prog)
 	       "  -d                     debug: foreground, FUSE requests logged\n"
 	       "  -o allow_other         let other users in (see fuse(8))\n"
 	       "  -o history=all|N       bodies kept per branch (default all)\n"
-	       "  -o grace=SECONDS       a document renamed away is deleted\n"
-	       "                         after this long (default 5)\n"
+	       "  -o grace=SECONDS       a document renamed away is deleted,\n"
+	       "                         a scratch file stored, after this\n"
+	       "                         long (default 5)\n"
 	       "  -o cache_timeout=SECS  kernel entry/attribute cache (60)\n"
 	       "  -o listen=ADDR:PORT    serve the HTTP API on TCP too (it is\n"
 	       "                         always on DATADIR/api.sock)\n"
@@ -193,6 +194,8 @@ static int fs_setup(struct fs *fs, const struct cli *c)
 	fs->gid = getgid();
 	pthread_mutex_init(&fs->lock, NULL);
 	pthread_cond_init(&fs->wake, NULL);
+	if (!(fs->own = calloc(FS_OWN, sizeof(*fs->own))))
+		return -ENOMEM;
 	if ((rc = nodes_init(fs)))
 		return rc;
 	benv_opts_init(&eo);
@@ -217,6 +220,7 @@ static void fs_teardown(struct fs *fs)
 		benv_close(fs->env);
 	notes_release(fs);
 	nodes_release(fs);
+	free(fs->own);
 	pthread_cond_destroy(&fs->wake);
 	pthread_mutex_destroy(&fs->lock);
 }

@@ -608,15 +608,36 @@ out:
 	return fs_err(rc);
 }
 
+/* The content of scratch file m->s into r->data when it is inline and
+ * no writer has it open (r->kind 0 otherwise: it is in m->fd). */
+static int scratch_body(struct move *m, struct fsrec *r)
+{
+	bool open = false;
+	int rc;
+
+	if (m->src) {
+		pthread_mutex_lock(&m->src->lock);
+		open = m->src->spool >= 0;
+		pthread_mutex_unlock(&m->src->lock);
+	}
+	if (!open && !(rc = fsrec_get(m->s.db, NULL, m->s.key, r)) &&
+	    r->kind == FSREC_FILE && !r->blob)
+		return 0;
+	fsrec_release(r);
+	r->kind = 0;
+	return scratch_content(m);
+}
+
 /* An editor's save: a scratch file renamed onto ID.json is one revision
  * on the revision that process opened (DESIGN.md "Writing a document"). */
 static int scratch_to_doc(struct move *m)
 {
 	struct doc cur = { 0 };
+	struct fsrec body = { 0 };
 	struct node dst;
 	struct rev base, rev;
 	bool has_base;
-	int rc = scratch_content(m);
+	int rc = scratch_body(m, &body);
 
 	if (rc)
 		return rc;
@@ -631,10 +652,17 @@ static int scratch_to_doc(struct move *m)
 		base = cur.rev;
 		has_base = true;
 	}
-	doc_release(&cur);
 	dest_node(m, &dst);
-	rc = doc_commit_fd(m->fs, &dst, m->fd, has_base ? &base : NULL, NULL,
-			   0, &rev);
+	/* cur, when read, is base's body: no second read to compare */
+	if (body.kind)
+		rc = doc_commit(m->fs, &dst, body.data, body.dlen,
+				has_base ? &base : NULL, cur.body, cur.len,
+				&rev);
+	else
+		rc = doc_commit_fd(m->fs, &dst, m->fd, has_base ? &base : NULL,
+				   cur.body, cur.len, &rev);
+	doc_release(&cur);
+	fsrec_release(&body);
 	if (rc == -EINVAL && has_base)
 		moved_add(m->fs, m->d.db, m->d.id, m->d.idlen, &base);
 	if (!rc)
@@ -783,7 +811,11 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		m.src->dirty = false;
 		pthread_mutex_unlock(&m.src->lock);
 		rc = node_move(m.fs, m.src, newparent, newname, &m.d);
-		inval_inode(m.fs, m.src->ino);
+		/* what the kernel holds of it is another kind's: its
+		 * attributes now (no page lock, so this cannot wait on a
+		 * request), its pages by the worker at its next round */
+		fuse_lowlevel_notify_inval_inode(m.fs->se, m.src->ino, -1, 0);
+		inval_inode_later(m.fs, m.src->ino);
 	}
 	if (m.fd >= 0)
 		close(m.fd);
@@ -870,7 +902,9 @@ static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
 	(void)ino;
 	(void)datasync;
 	if (n->p.kind != NODE_ROOT && !(rc = fsdb_enter(n->p.db))) {
-		rc = fs_err(bdb_sync(docdb_bdb(n->p.db->d)));
+		rc = fs_err(fsrec_settle(n->p.db, NULL, false));
+		if (!rc)
+			rc = fs_err(bdb_sync(docdb_bdb(n->p.db->d)));
 		fsdb_leave(n->p.db);
 	}
 	reply_err(req, rc);

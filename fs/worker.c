@@ -32,8 +32,14 @@ struct moved {
 	struct moved *next;
 };
 
+void worker_wake(struct fs *fs)
+{
+	fs->wake_pending = true;
+	pthread_cond_signal(&fs->wake);
+}
+
 static void queue(struct fs *fs, fuse_ino_t ino, fuse_ino_t parent,
-		  const char *name)
+		  const char *name, bool wake)
 {
 	struct inval *iv = calloc(1, sizeof(*iv));
 
@@ -46,18 +52,24 @@ static void queue(struct fs *fs, fuse_ino_t ino, fuse_ino_t parent,
 	pthread_mutex_lock(&fs->lock);
 	iv->next = fs->invals;
 	fs->invals = iv;
-	pthread_cond_signal(&fs->wake);
+	if (wake)
+		worker_wake(fs);
 	pthread_mutex_unlock(&fs->lock);
 }
 
 void inval_inode(struct fs *fs, fuse_ino_t ino)
 {
-	queue(fs, ino, 0, NULL);
+	queue(fs, ino, 0, NULL, true);
+}
+
+void inval_inode_later(struct fs *fs, fuse_ino_t ino)
+{
+	queue(fs, ino, 0, NULL, false);
 }
 
 void inval_entry(struct fs *fs, fuse_ino_t parent, const char *name)
 {
-	queue(fs, 0, parent, name);
+	queue(fs, 0, parent, name, true);
 }
 
 /* ---- documents moved away ---- */
@@ -108,10 +120,9 @@ void moved_add(struct fs *fs, struct fsdb *db, const char *id, size_t idlen,
 	}
 	m->next = fs->moved[moved_bucket(db, id, idlen)];
 	fs->moved[moved_bucket(db, id, idlen)] = m;
-	/* the worker's tick finds it due; only a zero grace needs it now
-	 * (a wake per unlink made the worker scan the list per unlink) */
+	/* the worker's tick finds it due; only a zero grace needs it now */
 	if (!fs->opts.grace_s)
-		pthread_cond_signal(&fs->wake);
+		worker_wake(fs);
 	pthread_mutex_unlock(&fs->lock);
 }
 
@@ -340,6 +351,9 @@ static void scan_dbs(struct fs *fs)
 	for (; db; db = db->next)
 		if (!fsdb_enter(db)) {
 			db_changed(fs, db);
+			if (fsrec_settle(db, NULL, true))
+				barrel_log(BLOG_ERR, "%s: scratch files not "
+					   "stored yet", db->name);
 			fsdb_leave(db);
 		}
 }
@@ -360,8 +374,9 @@ static void *worker_main(void *arg)
 			t.tv_sec++;
 			t.tv_nsec -= 1000000000;
 		}
-		if (!fs->invals)
+		if (!fs->wake_pending)
 			pthread_cond_timedwait(&fs->wake, &fs->lock, &t);
+		fs->wake_pending = false;
 		ivs = fs->invals;
 		fs->invals = NULL;
 		due = moved_due(fs, NULL, false);
@@ -395,7 +410,7 @@ void worker_stop(struct fs *fs)
 		return;
 	pthread_mutex_lock(&fs->lock);
 	fs->stop = true;
-	pthread_cond_signal(&fs->wake);
+	worker_wake(fs);
 	pthread_mutex_unlock(&fs->lock);
 	pthread_join(fs->worker, NULL);
 	fs->worker_running = false;
