@@ -650,7 +650,8 @@ int fsrec_list(struct fsdb *db, const char *prefix,
 		rc = bdb_snapshot(docdb_bdb(db->d), &snap);
 	pthread_mutex_unlock(&db->table_lock);
 	if (!rc) {
-		qsort(list, n, sizeof(*list), held_cmp);
+		if (n)
+			qsort(list, n, sizeof(*list), held_cmp);
 		rc = table_list(db, snap, prefix, list, n, cb, arg);
 	}
 	for (size_t i = 0; !rc && i < n; i++)
