@@ -234,20 +234,23 @@ int doc_commit_fd(struct fs *fs, struct node *n, int fd,
 	if (rc)
 		return rc;
 	body[len] = '\0';
-	rc = doc_commit(fs, n, body, len, base, base_body, base_len, out);
+	rc = doc_commit(fs, n, body, len, base, base_body, base_len, out,
+			NULL);
 	free(body);
 	return rc;
 }
 
 int doc_commit(struct fs *fs, struct node *n, const char *body, size_t len,
 	       const struct rev *base, const char *base_body,
-	       size_t base_len, struct rev *out)
+	       size_t base_len, struct rev *out, uint64_t *seq)
 {
 	struct doc_put req = { .id = n->p.id, .idlen = n->p.idlen,
 			       .parent = base, .body = body, .len = len,
 			       .flags = DOC_PUT_KEEP_ATTS | DOC_PUT_BRANCH };
 	int rc;
 
+	if (seq)
+		*seq = 0;
 	if (len > DOC_MAX_BODY)
 		return -EFBIG;
 	if (base && same_body(n, base, base_body, base_len, body, len)) {
@@ -259,6 +262,8 @@ int doc_commit(struct fs *fs, struct node *n, const char *body, size_t len,
 		rc = req.rc;
 	if (!rc) {
 		*out = req.rev;
+		if (seq)
+			*seq = req.seq;
 	} else if (bad_input(rc)) {
 		barrel_log(BLOG_ERR, "%s/%s: not saved: %s", n->p.db->name,
 			   n->name, req.error[0] ? req.error :
@@ -365,6 +370,60 @@ static int new_spool(struct fs *fs, int *fd)
 	return fs_err(benv_spool(fs->env, fd));
 }
 
+/* ---- the page cache of documents (DESIGN.md "Kernel caches") ---- */
+
+#define CACHE_STORE_MAX (256u << 10)   /* bodies pushed to the kernel */
+
+/* A reader of the revision at seq: on the page cache when no writer is
+ * open and the cache holds that revision or no reader is on it (then
+ * the kernel drops what it holds at this open); else direct I/O. */
+static void cache_open(struct fs *fs, struct node *n, struct fh *fh,
+		       uint64_t seq)
+{
+	uint64_t held;
+
+	pthread_mutex_lock(&n->lock);
+	held = atomic_load(&n->cache_seq);
+	if (!n->editors && (held == seq || !n->cached_opens) &&
+	    (held == seq ||
+	     atomic_compare_exchange_strong(&n->cache_seq, &held, seq))) {
+		fh->cached = true;
+		fh->keep_cache = held == seq;
+		n->cached_opens++;
+	}
+	pthread_mutex_unlock(&n->lock);
+	/* the size the kernel holds may be another revision's */
+	if (fh->cached && !fh->keep_cache)
+		fuse_lowlevel_notify_inval_inode(fs->se, n->ino, -1, 0);
+}
+
+/* After a save by fh committed body (len bytes) at seq (0: nothing was
+ * committed): when fh is the only writer and no reader is on the page
+ * cache, replace the pages with the new body, so the next reader reads
+ * none; otherwise drop the attributes only (a stat made mid-save may
+ * hold another size). Neither waits on a request: no reader holds a
+ * page of this inode (DESIGN.md "Kernel caches"). */
+static void cache_saved(struct fs *fs, struct node *n, uint64_t seq,
+			const char *body, size_t len)
+{
+	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(len);
+	bool store;
+
+	pthread_mutex_lock(&n->lock);
+	store = seq && n->editors == 1 && !n->cached_opens;
+	if (store) {
+		fuse_lowlevel_notify_inval_inode(fs->se, n->ino, 0, 0);
+		bv.buf[0].mem = (void *)body;
+		if (len && len <= CACHE_STORE_MAX &&
+		    fuse_lowlevel_notify_store(fs->se, n->ino, 0, &bv, 0))
+			seq = 0;
+		atomic_store(&n->cache_seq, seq);
+	}
+	pthread_mutex_unlock(&n->lock);
+	if (!store)
+		fuse_lowlevel_notify_inval_inode(fs->se, n->ino, -1, 0);
+}
+
 /* A document: its body at open; writers also get a spool and a base. */
 static int open_doc(struct fs *fs, fuse_req_t req, struct node *n,
 		    struct fh *fh)
@@ -387,10 +446,17 @@ static int open_doc(struct fs *fs, fuse_req_t req, struct node *n,
 		doc.body = NULL;
 		note_open(fs, n->p.db, n->p.id, fuse_req_ctx(req)->pid,
 			  &doc.rev);
+		if (!fh->writes)
+			cache_open(fs, n, fh, doc.seq);
 	}
 	doc_release(&doc);
 	if (rc || !fh->writes)
 		return fs_err(rc);
+	pthread_mutex_lock(&n->lock);
+	n->editors++;
+	/* its O_TRUNC and writes change the size the kernel holds */
+	atomic_store(&n->cache_seq, 0);
+	pthread_mutex_unlock(&n->lock);
 	fh->editing = true;
 	if (!(fh->flags & O_TRUNC) && fh->len)
 		rc = bbuf_add(&fh->edit, fh->buf, fh->len);
@@ -598,6 +664,10 @@ int fh_read(struct fs *fs, struct fh *fh, char *buf, size_t size, off_t off,
 
 	(void)fs;
 	*got = 0;
+	/* a private mapping of a direct open fills the page cache with
+	 * that open's bytes */
+	if (n->p.kind == NODE_DOC && !fh->cached)
+		atomic_store(&n->cache_seq, 0);
 	if (fh->editing)
 		return copy_out(fh->edit.p, fh->edit.len, buf, size, off, got);
 	if (n->p.kind == NODE_CHANGES)
@@ -637,6 +707,8 @@ int fh_write(struct fs *fs, struct fh *fh, const char *buf, size_t size,
 	if (!fh->writes)
 		return -EBADF;
 	if (fh->editing) {
+		/* the kernel's size of the file follows this write */
+		atomic_store(&fh->node->cache_seq, 0);
 		if (!(rc = edit_write(&fh->edit, buf, size, off)))
 			fh->dirty = true;
 		return rc;
@@ -655,6 +727,7 @@ static int flush_doc(struct fs *fs, struct fh *fh)
 {
 	struct node *n = fh->node;
 	struct rev rev;
+	uint64_t seq;
 	int rc;
 
 	/* a close before any write (the shell's dup2 of "> x.json") is
@@ -665,7 +738,8 @@ static int flush_doc(struct fs *fs, struct fh *fh)
 		return 0;                   /* not a document yet */
 	/* fh->buf, while kept, is the body of fh->base as opened */
 	rc = doc_commit(fs, n, fh->edit.p ? fh->edit.p : "", fh->edit.len,
-			fh->has_base ? &fh->base : NULL, fh->buf, fh->len, &rev);
+			fh->has_base ? &fh->base : NULL, fh->buf, fh->len, &rev,
+			&seq);
 	fh->dirty = false;
 	if (rc)
 		return rc;
@@ -681,9 +755,7 @@ static int flush_doc(struct fs *fs, struct fh *fh)
 	free(fh->buf);
 	fh->buf = NULL;
 	fh->len = 0;
-	/* the size the kernel holds may be one a stat showed mid-save;
-	 * attributes only, so no page lock can make this wait */
-	fuse_lowlevel_notify_inval_inode(fs->se, n->ino, -1, 0);
+	cache_saved(fs, n, seq, fh->edit.p, fh->edit.len);
 	return 0;
 }
 
@@ -764,6 +836,14 @@ void fh_release(struct fs *fs, struct fh *fh)
 		pthread_mutex_unlock(&n->lock);
 		fsdb_leave(n->p.db);
 	}
+	if (n->p.kind == NODE_DOC && (fh->cached || fh->editing)) {
+		pthread_mutex_lock(&n->lock);
+		if (fh->cached)
+			n->cached_opens--;
+		if (fh->editing)
+			n->editors--;
+		pthread_mutex_unlock(&n->lock);
+	}
 	if (n->p.kind == NODE_CHANGES)
 		changes_close(n, fh);
 	bbuf_release(&fh->edit);
@@ -806,6 +886,7 @@ int node_truncate(struct fs *fs, struct node *n, off_t size, struct fh *fh)
 	int rc;
 
 	if (fh && fh->editing) {
+		atomic_store(&n->cache_seq, 0);
 		fh->dirty = true;
 		return size < 0 ? -EINVAL : edit_resize(&fh->edit, (uint64_t)size);
 	}

@@ -24,6 +24,7 @@
 #include <fuse_lowlevel.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -157,6 +158,13 @@ struct node {
 	bool has_opened;
 	struct fh *opens;         /* .changes: its open handles */
 	struct fsrec creator;     /* pending: who made it, with what mode */
+	/* Documents (DESIGN.md "Kernel caches"): open writers, readers on
+	 * the page cache, and the sequence of the revision whose bytes the
+	 * page cache may hold (0: unknown; atomic, as a read clears it
+	 * without the lock). */
+	unsigned editors;
+	unsigned cached_opens;
+	_Atomic uint64_t cache_seq;
 };
 
 /* An open file or directory. */
@@ -168,6 +176,8 @@ struct fh {
 	bool writes;              /* opened for writing */
 	bool shared;              /* counted in node->writers */
 	bool dirty;               /* written since the last commit */
+	bool cached;              /* a document reader on the page cache */
+	bool keep_cache;          /* ... whose pages are its revision's */
 	struct rev base;          /* documents: the revision opened */
 	bool has_base;
 	char *buf;                /* content of a read-only view */
@@ -366,10 +376,11 @@ int node_truncate(struct fs *fs, struct node *n, off_t size, struct fh *fh);
 int doc_commit_fd(struct fs *fs, struct node *n, int fd,
 		  const struct rev *base, const char *base_body,
 		  size_t base_len, struct rev *out);
-/* The same for a body in memory (len bytes, a NUL after them). */
+/* The same for a body in memory (len bytes, a NUL after them). With
+ * seq, *seq is the new revision's sequence (0: none was written). */
 int doc_commit(struct fs *fs, struct node *n, const char *body, size_t len,
 	       const struct rev *base, const char *base_body,
-	       size_t base_len, struct rev *out);
+	       size_t base_len, struct rev *out, uint64_t *seq);
 /* Remember that pid opened (db, id) at rev; the revision pid (else
  * anyone) last opened it at. */
 /* A new file's first store: its creator's owner and mode, when they are

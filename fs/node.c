@@ -278,6 +278,7 @@ int node_move(struct fs *fs, struct node *n, fuse_ino_t parent,
 	proto_release(&n->p);
 	n->p = *p;
 	memset(p, 0, sizeof(*p));
+	atomic_store(&n->cache_seq, 0);     /* its pages are another file's */
 	insert_name(fs, n);
 	pthread_mutex_unlock(&fs->lock);
 	return 0;

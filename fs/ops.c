@@ -657,7 +657,7 @@ static int scratch_to_doc(struct move *m)
 	if (body.kind)
 		rc = doc_commit(m->fs, &dst, body.data, body.dlen,
 				has_base ? &base : NULL, cur.body, cur.len,
-				&rev);
+				&rev, NULL);
 	else
 		rc = doc_commit_fd(m->fs, &dst, m->fd, has_base ? &base : NULL,
 				   cur.body, cur.len, &rev);
@@ -839,11 +839,13 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	fi->fh = (uintptr_t)fh;
 	/* Each open of a document is a revision of its own: a writer edits
-	 * a private copy, a reader reads the revision it opened, whole,
-	 * whatever size the kernel believes while a save is under way. */
-	fi->direct_io = n->p.kind == NODE_DOC || volatile_kind(n->p.kind) ||
-			n->p.kind == NODE_REVDIFF;
-	fi->keep_cache = !fi->direct_io && !fh->writes;
+	 * a private copy; a reader reads the revision it opened, through
+	 * the page cache while that holds only this revision (cache_open),
+	 * else directly, whatever size the kernel believes. */
+	fi->direct_io = (n->p.kind == NODE_DOC && !fh->cached) ||
+			volatile_kind(n->p.kind) || n->p.kind == NODE_REVDIFF;
+	fi->keep_cache = fh->cached ? fh->keep_cache :
+			 !fi->direct_io && !fh->writes;
 	fi->noflush = !fh->writes;      /* a reader's close saves nothing */
 	if (fuse_reply_open(req, fi)) {
 		node_close(fs, n);
@@ -1101,6 +1103,10 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->capable & FUSE_CAP_EXPORT_SUPPORT)
 		conn->want |= FUSE_CAP_EXPORT_SUPPORT;
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	/* every change is invalidated exactly (DESIGN.md "Kernel caches");
+	 * dropping pages whenever a new mtime is seen would drop those the
+	 * mount stored after a save at the next stat */
+	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
 }
 
 static void op_destroy(void *userdata)

@@ -64,7 +64,8 @@ FS_TESTS = \
 	tests/fs/test_mount_helper.sh \
 	tests/fs/test_mount_daemon.sh \
 	tests/fs/test_mount_views.sh \
-	tests/fs/test_mount_held.sh
+	tests/fs/test_mount_held.sh \
+	tests/fs/test_mount_cache.sh
 TESTS += $(FS_TESTS)
 EXTRA_DIST += $(FS_TESTS) tests/fs/lib.sh
 

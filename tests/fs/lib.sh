@@ -356,6 +356,15 @@ daemon_pids() {
 	return 0
 }
 
+# api PATH [CURL ARGS]: a request to the mount's API socket.
+api() {
+	local p=$1
+
+	shift
+	curl -sS --max-time 30 --unix-socket "$data/api.sock" "$@" \
+		"http://localhost$p"
+}
+
 # wait_until SECONDS CMD...: poll CMD every 0.1 s; 1 if it never succeeds.
 wait_until() {
 	local n=$(($1 * 10)) i=0

@@ -13,15 +13,6 @@ need_curl || skip_all "no curl (Debian package curl)"
 unlocked() { "$ctl" -d "$data" stat >/dev/null 2>&1; }
 no_daemon() { [ -z "$(daemon_pids)" ]; }
 
-# api PATH [CURL ARGS]: a request to the mount's API socket.
-api() {
-	local p=$1
-
-	shift
-	curl -sS --max-time 30 --unix-socket "$data/api.sock" "$@" \
-		"http://localhost$p"
-}
-
 t_bad_start() {
 	local rc=0
 
