@@ -397,12 +397,12 @@ static void cache_open(struct fs *fs, struct node *n, struct fh *fh,
 		fuse_lowlevel_notify_inval_inode(fs->se, n->ino, -1, 0);
 }
 
-/* After a save by fh committed body (len bytes) at seq (0: nothing was
- * committed): when fh is the only writer and no reader is on the page
- * cache, replace the pages with the new body, so the next reader reads
- * none; otherwise drop the attributes only (a stat made mid-save may
- * hold another size). Neither waits on a request: no reader holds a
- * page of this inode (DESIGN.md "Kernel caches"). */
+/* After a save of n that committed body (len bytes) at seq (0: nothing
+ * was committed): when the saving open is n's only writer and no reader
+ * is on the page cache, replace the pages with the new body, so the next
+ * reader reads none; otherwise drop the attributes only (a stat made
+ * mid-save may hold another size). Neither waits on a request: no
+ * reader holds a page of this inode (DESIGN.md "Kernel caches"). */
 static void cache_saved(struct fs *fs, struct node *n, uint64_t seq,
 			const char *body, size_t len)
 {
