@@ -105,6 +105,8 @@ const char *bdb_name(const struct bdb *db);
 
 enum bdb_table_flags {
 	BDB_TABLE_SEQ = 1 << 0,   /* keep a sequence index */
+	BDB_TABLE_RETAIN = 1 << 1,/* values replaced by btxn_put_retain() may
+	                             stay live (see "retained records") */
 };
 
 /*
@@ -119,7 +121,9 @@ int bdb_table(struct bdb *db, const char *name, uint32_t *id);
  * btxn_commit() or btxn_abort(). */
 int bdb_begin(struct bdb *db, struct btxn **out);
 
-/* Create table name if missing (takes effect with the commit). */
+/* Create table name if missing (takes effect with the commit). An
+ * existing table gains BDB_TABLE_RETAIN when flags ask for it; no other
+ * flag of an existing table changes. */
 int btxn_table(struct btxn *txn, const char *name, unsigned flags,
 	       uint32_t *id);
 
@@ -142,6 +146,8 @@ struct bval {
 	void *data;
 	size_t len;
 	uint64_t seq;     /* the entry's sequence number (SEQ tables), else 0 */
+	uint64_t addr;    /* the record holding the value; 0 for a value kept
+	                     in the index (at most 48 bytes) */
 };
 void bval_release(struct bval *v);
 
@@ -170,6 +176,62 @@ int bdb_sync(struct bdb *db);
 /* Drop the transaction's changes and free it. */
 void btxn_abort(struct btxn *txn);
 
+/*
+ * ---- retained records ----
+ *
+ * A table created with BDB_TABLE_RETAIN can keep the record of a value it
+ * replaces: the layer above names it by address (bval.addr) in the new
+ * value, instead of copying it elsewhere. The engine counts a retained
+ * record as live; GC never reclaims one on its own. When GC finds a
+ * record of such a table that its key no longer names, it asks the
+ * table's retain hook; without a hook it leaves the segment alone
+ * (bdb_gc() says BARREL_E_CLOSED: the layer that knows is not open).
+ */
+
+/*
+ * btxn_put(), keeping the record of the value replaced, which must be at
+ * retain_addr (the bval.addr of a btxn_get() of key in this transaction);
+ * BARREL_E_INVALID when the table is not BDB_TABLE_RETAIN or the key's
+ * value is elsewhere.
+ */
+int btxn_put_retain(struct btxn *txn, uint32_t table, const void *key,
+		    size_t klen, const void *val, size_t vlen,
+		    uint64_t retain_addr, uint64_t *seq);
+
+/* A retained record of table at addr is no longer named: GC may reclaim
+ * it. BARREL_E_CORRUPT when addr holds no record of the table. */
+int btxn_release(struct btxn *txn, uint32_t table, uint64_t addr);
+
+/*
+ * Replace the value of an existing key without moving it in the sequence
+ * index (a retain hook re-homing what the current value names; the
+ * changes feed does not see it). BARREL_E_NOTFOUND when key is absent.
+ */
+int btxn_rewrite(struct btxn *txn, uint32_t table, const void *key,
+		 size_t klen, const void *val, size_t vlen);
+
+/*
+ * The value of key held by the record at addr: a retained record, or the
+ * current one. BARREL_E_CORRUPT unless addr holds a put of that table and
+ * key. out->addr is addr, out->seq the record's sequence number.
+ */
+int btxn_get_at(struct btxn *txn, uint32_t table, const void *key,
+		size_t klen, uint64_t addr, struct bval *out);
+
+/*
+ * The retain hook of a table, called by GC with the writer slot held: the
+ * record at addr, of key -> val, is no longer named by key. Return 0 when
+ * nothing names it (garbage), 1 when it was retained and the hook, inside
+ * txn, made every name of it point elsewhere (copying what it needs), <0
+ * on error (the GC round stops). fn NULL removes the hook; either call
+ * waits for a GC batch in progress, so once removed it is never called.
+ */
+typedef int (*bdb_retain_fn)(void *arg, struct btxn *txn, uint32_t table,
+			     const void *key, size_t klen, const void *val,
+			     size_t vlen, uint64_t addr);
+int bdb_retain_hook(struct bdb *db, uint32_t table, bdb_retain_fn fn,
+		    void *arg);
+
 /* ---- snapshots (readers) ---- */
 
 /* A consistent view of the last commit; owned, release with bsnap_release. */
@@ -181,6 +243,11 @@ uint64_t bsnap_seq(const struct bsnap *snap);
 
 int bsnap_get(struct bsnap *snap, uint32_t table, const void *key,
 	      size_t klen, struct bval *out);
+
+/* btxn_get_at() through a snapshot: addr must be named by something the
+ * snapshot sees (its segment lives as long as the snapshot). */
+int bsnap_get_at(struct bsnap *snap, uint32_t table, const void *key,
+		 size_t klen, uint64_t addr, struct bval *out);
 
 /*
  * Cursors. Key order: entries with start <= key < end (NULL: unbounded;

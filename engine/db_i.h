@@ -68,6 +68,8 @@ struct db_table {
 struct db_tabinfo {
 	char *name;
 	unsigned flags;
+	bdb_retain_fn retain;     /* GC's question for BDB_TABLE_RETAIN */
+	void *retain_arg;         /* (both under the writer slot) */
 	struct db_store_ctx ctx[2];
 	struct bt_store store[2];
 };
@@ -226,9 +228,12 @@ static inline uint64_t get_be64(const uint8_t *p)
 /* ---- PUT / DEL payloads (FORMAT.md) ---- */
 #define PUT_HDR 24u
 #define DEL_HDR 16u
+#define PUT_RETAIN 1u     /* PUT flags: the replaced value's record stays
+                             live (a retained record) */
 
 struct db_put {
 	uint32_t table;
+	unsigned flags;           /* PUT_RETAIN; 0 for a DEL */
 	uint64_t seq;
 	const uint8_t *key;
 	uint16_t klen;
@@ -277,6 +282,10 @@ uint64_t db_stage_version(struct bdb *db);
 int db_txn_begin_locked(struct bdb *db, bool internal, struct btxn **out);
 int db_txn_put_seq(struct btxn *t, uint32_t table, const void *key,
 		   size_t klen, const void *val, size_t vlen, uint64_t seq);
+/* The same with PUT flags (PUT_RETAIN). */
+int db_txn_put_flags(struct btxn *t, uint32_t table, const void *key,
+		     size_t klen, const void *val, size_t vlen, uint64_t seq,
+		     unsigned flags);
 /* Stage the commit; *gen is 0 when there was nothing to commit. */
 int db_txn_commit_locked(struct btxn *t, uint64_t *gen);
 void db_txn_abort_locked(struct btxn *t);
@@ -295,6 +304,14 @@ uint64_t db_oldest_version(struct bdb *db);
 /* Read a record through the buffers or the file; *payload malloc'ed. */
 int db_read_record(struct bdb *db, bptr addr, uint32_t size, uint8_t type,
 		   void **payload, uint32_t *len);
+/* Read the record at addr whatever its size (read from its frame). */
+int db_read_record_at(struct bdb *db, bptr addr, uint8_t type,
+		      void **payload, uint32_t *len, uint32_t *size);
+/* The value of the PUT payload (malloc'ed, len bytes) into out, when it is
+ * a put of table and key; else BARREL_E_CORRUPT (logged with addr). The
+ * payload is consumed either way. */
+int db_put_value(struct bdb *db, void *payload, uint32_t len, uint32_t table,
+		 const void *key, size_t klen, bptr addr, struct bval *out);
 /* Fetch an entry's value (copy, malloc'ed) into out. */
 int db_entry_value(struct bdb *db, const struct db_entry *e, uint32_t table,
 		   const void *key, size_t klen, struct bval *out);

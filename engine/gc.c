@@ -165,6 +165,44 @@ static void move_node(struct bdb *db, const struct gc_move *m)
 		 level, key, klen, m->addr);
 }
 
+/* A table whose superseded records may be retained (BDB_TABLE_RETAIN). */
+static bool retains(const struct bdb *db, uint32_t table)
+{
+	return table < db->ntables && db->tables[table].exists &&
+	       (db->tables[table].flags & BDB_TABLE_RETAIN);
+}
+
+/* GC can collect only when every table that retains records has its hook
+ * (the layer that knows what the records are is open); writer slot held. */
+static int retain_hooks_ready(struct bdb *db)
+{
+	for (uint32_t id = DB_FIRST_USER_TABLE; id < db->ntables; id++)
+		if (retains(db, id) && (id >= db->ninfo || !db->info[id] ||
+					!db->info[id]->retain))
+			return BARREL_E_CLOSED;
+	return 0;
+}
+
+/* A superseded PUT p at m->addr: ask the table's hook whether it is
+ * retained; when it was, the hook re-homed it in t. */
+static int superseded(struct bdb *db, struct btxn *t, const struct db_put *p,
+		      const struct gc_move *m, uint64_t *moved)
+{
+	struct db_tabinfo *ti;
+	int ret;
+
+	if (!retains(db, p->table))
+		return 0;
+	ti = p->table < db->ninfo ? db->info[p->table] : NULL;
+	if (!ti || !ti->retain)
+		return BARREL_E_CLOSED;
+	ret = ti->retain(ti->retain_arg, t, p->table, p->key, p->klen, p->val,
+			 p->vlen, m->addr);
+	if (ret > 0)
+		*moved += m->size;
+	return ret < 0 ? ret : 0;
+}
+
 /* Steps 2a and 2b for one batch, writer slot held. */
 static int batch_move(struct bdb *db, struct gc_batch *b, uint64_t *gen,
 		      uint64_t *moved)
@@ -194,8 +232,12 @@ static int batch_move(struct bdb *db, struct gc_batch *b, uint64_t *gen,
 			*moved += m->size;
 		} else if (m->type == REC_PUT &&
 			   !db_put_decode(m->payload, m->len, &p) &&
-			   p.table != DB_TABLE_BLOBS &&
-			   entry_at(db, p.table, p.key, p.klen, m->addr, &e, buf)) {
+			   p.table != DB_TABLE_BLOBS) {
+			if (!entry_at(db, p.table, p.key, p.klen, m->addr, &e,
+				      buf)) {
+				err = superseded(db, t, &p, m, moved);
+				continue;
+			}
 			err = db_txn_put_seq(t, p.table, p.key, p.klen, p.val,
 					     p.vlen, p.seq);
 			*moved += m->size;
@@ -481,7 +523,10 @@ static int gc_pass(struct bdb *db, double ratio, double worth,
 	/* Segments written by this pass are not its victims: one sweep. */
 	db_writer_enter(db);
 	pass_start = db->next_seg_id;
+	err = retain_hooks_ready(db);
 	db_writer_leave(db);
+	if (err)
+		return err;
 	for (unsigned rounds = 0; rounds < 1024 && !gc_done(db, ratio) &&
 	     !atomic_load(&db->env->gc_stop); rounds++) {
 		usage(db, &before, &live);

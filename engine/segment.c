@@ -16,7 +16,8 @@
 #include "engine/log.h"
 
 #define SEG_MAGIC "BRLSEG\r\n"
-#define SEG_VERSION 1u
+#define SEG_VERSION 2u                /* written; 1 is read as well */
+#define SEG_VERSION_MIN 1u
 #define SEG_ID_MAX 99999999u          /* 8 decimal digits in the name */
 #define SEG_NAME_LEN 12u              /* "NNNNNNNN.seg" */
 #define SCAN_WINDOW (1u << 20)        /* read-ahead of a scan */
@@ -165,10 +166,10 @@ static int seg_header_check(const uint8_t *h, size_t have, uint32_t id,
 	if (memcmp(h + SH_MAGIC, SEG_MAGIC, 8))
 		return seg_corrupt(id, "bad magic");
 	version = get_le32(h + SH_VERSION);
-	if (version != SEG_VERSION) {
+	if (version < SEG_VERSION_MIN || version > SEG_VERSION) {
 		barrel_log(BLOG_ERR, "segment seg=%" PRIu32 ": unknown format "
-			   "version %" PRIu32 " (expect %u)", id, version,
-			   SEG_VERSION);
+			   "version %" PRIu32 " (expect %u to %u)", id, version,
+			   SEG_VERSION_MIN, SEG_VERSION);
 		return BARREL_E_VERSION;
 	}
 	if (get_le64(h + SH_CSUM) != XXH3_64bits(h, SH_CSUM))

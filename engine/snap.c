@@ -218,15 +218,77 @@ int db_read_record(struct bdb *db, bptr addr, uint32_t size, uint8_t type,
 	return err;
 }
 
+int db_read_record_at(struct bdb *db, bptr addr, uint8_t type,
+		      void **payload, uint32_t *len, uint32_t *size)
+{
+	uint8_t frame[REC_HEADER_SIZE];
+	struct db_seg *s;
+	uint32_t plen;
+	ssize_t got = -1;
+
+	pthread_mutex_lock(&db->stage_lock);
+	if (wbuf_copy(&db->staged, addr, sizeof(frame), frame) ||
+	    wbuf_copy(&db->inflight, addr, sizeof(frame), frame))
+		got = sizeof(frame);
+	pthread_mutex_unlock(&db->stage_lock);
+	if (got < 0) {
+		pthread_rwlock_rdlock(&db->segs_lock);
+		s = db_seg_find(db, bptr_seg(addr));
+		pthread_rwlock_unlock(&db->segs_lock);
+		if (s)
+			got = s->seg->io->ops->read(s->seg->file, frame,
+						    sizeof(frame),
+						    bptr_off(addr));
+		else
+			got = 0;
+		if (got < 0)
+			return (int)got;
+	}
+	/* The frame is unchecked here: db_read_record() validates it all. */
+	plen = get_le32(frame + 12);
+	if (got != (ssize_t)sizeof(frame) || plen > REC_MAX_PAYLOAD) {
+		barrel_log(BLOG_ERR, "%s: corrupt record: seg=%u off=%u: no "
+			   "record at a retained address", db->name,
+			   bptr_seg(addr), bptr_off(addr));
+		return BARREL_E_CORRUPT;
+	}
+	*size = rec_size(plen);
+	return db_read_record(db, addr, *size, type, payload, len);
+}
+
+int db_put_value(struct bdb *db, void *payload, uint32_t len, uint32_t table,
+		 const void *key, size_t klen, bptr addr, struct bval *out)
+{
+	struct db_put p;
+	int err = db_put_decode(payload, len, &p);
+
+	if (!err && (p.table != table || p.klen != klen ||
+		     memcmp(p.key, key, klen))) {
+		barrel_log(BLOG_ERR, "%s: corrupt record: seg=%u off=%u: not the entry the index names",
+			   db->name, bptr_seg(addr), bptr_off(addr));
+		err = BARREL_E_CORRUPT;
+	}
+	if (err) {
+		free(payload);
+		return err;
+	}
+	memmove(payload, p.val, p.vlen);
+	out->data = payload;
+	out->len = p.vlen;
+	out->seq = p.seq;
+	out->addr = addr;
+	return 0;
+}
+
 int db_entry_value(struct bdb *db, const struct db_entry *e, uint32_t table,
 		   const void *key, size_t klen, struct bval *out)
 {
-	struct db_put p;
 	void *payload;
 	uint32_t len;
 	int err;
 
 	out->seq = e->seq;
+	out->addr = 0;
 	if (e->kind == ENT_INLINE) {
 		out->data = malloc(e->vlen ? e->vlen : 1);
 		if (!out->data)
@@ -238,21 +300,15 @@ int db_entry_value(struct bdb *db, const struct db_entry *e, uint32_t table,
 	err = db_read_record(db, e->addr, e->size, REC_PUT, &payload, &len);
 	if (err)
 		return err;
-	err = db_put_decode(payload, len, &p);
-	if (!err && (p.table != table || p.klen != klen ||
-		     memcmp(p.key, key, klen) || p.vlen != e->vlen)) {
+	err = db_put_value(db, payload, len, table, key, klen, e->addr, out);
+	out->seq = e->seq;
+	if (!err && out->len != e->vlen) {
 		barrel_log(BLOG_ERR, "%s: corrupt record: seg=%u off=%u: not the entry the index names",
 			   db->name, bptr_seg(e->addr), bptr_off(e->addr));
+		bval_release(out);
 		err = BARREL_E_CORRUPT;
 	}
-	if (err) {
-		free(payload);
-		return err;
-	}
-	memmove(payload, p.val, p.vlen);
-	out->data = payload;
-	out->len = p.vlen;
-	return 0;
+	return err;
 }
 
 /* ---- snapshots ---- */
@@ -317,6 +373,20 @@ int bsnap_get(struct bsnap *s, uint32_t table, const void *key, size_t klen,
 	if (err)
 		return err;
 	return db_entry_value(s->db, &e, table, key, klen, out);
+}
+
+int bsnap_get_at(struct bsnap *s, uint32_t table, const void *key,
+		 size_t klen, uint64_t addr, struct bval *out)
+{
+	uint32_t len, size;
+	void *payload;
+	int err;
+
+	if (!snap_table(s, table))
+		return BARREL_E_NOTFOUND;
+	err = db_read_record_at(s->db, addr, REC_PUT, &payload, &len, &size);
+	return err ? err : db_put_value(s->db, payload, len, table, key, klen,
+					addr, out);
 }
 
 /* ---- cursors ---- */

@@ -75,10 +75,12 @@ int db_put_decode(const void *p, uint32_t len, struct db_put *out)
 		return BARREL_E_CORRUPT;
 	out->table = get_le32(b);
 	out->klen = get_le16(b + 4);
+	out->flags = get_le16(b + 6);
 	out->vlen = get_le32(b + 8);
 	out->seq = get_le64(b + 16);
 	if ((uint64_t)PUT_HDR + out->klen + out->vlen != len ||
-	    out->klen == 0 || out->klen > BDB_MAX_KEY)
+	    out->klen == 0 || out->klen > BDB_MAX_KEY ||
+	    (out->flags & ~PUT_RETAIN))
 		return BARREL_E_CORRUPT;
 	out->key = b + PUT_HDR;
 	out->val = b + PUT_HDR + out->klen;
@@ -93,6 +95,7 @@ int db_del_decode(const void *p, uint32_t len, struct db_put *out)
 		return BARREL_E_CORRUPT;
 	out->table = get_le32(b);
 	out->klen = get_le16(b + 4);
+	out->flags = 0;
 	out->seq = get_le64(b + 8);
 	if ((uint64_t)DEL_HDR + out->klen != len || out->klen == 0 ||
 	    out->klen > BDB_MAX_KEY)
@@ -213,6 +216,8 @@ static int catalog_put(struct bdb *db, const struct db_put *p)
 		return BARREL_E_CORRUPT;
 	id = get_le32(p->val);
 	flags = get_le32(p->val + 4);
+	if (flags & ~(unsigned)(BDB_TABLE_SEQ | BDB_TABLE_RETAIN))
+		return BARREL_E_CORRUPT;
 	memcpy(name, p->key, p->klen);
 	name[p->klen] = '\0';
 	err = tables_grow(db, id);
@@ -220,9 +225,10 @@ static int catalog_put(struct bdb *db, const struct db_put *p)
 		err = db_tabinfo_ensure(db, id, name, flags);
 	if (err)
 		return err;
-	if (!db->tables[id].exists) {
+	if (!db->tables[id].exists)
 		db->tables[id] = (struct db_table){ .exists = true, .flags = flags };
-	}
+	db->tables[id].flags = flags;     /* BDB_TABLE_RETAIN added later */
+	db->info[id]->flags = flags;
 	return 0;
 }
 
@@ -288,7 +294,8 @@ static int entry_replaced(struct bdb *db, struct db_table *t,
 
 	if (db_entry_decode(old, oldlen, &e))
 		return BARREL_E_CORRUPT;
-	if (e.kind == ENT_RECORD)
+	/* A retained record stays live until btxn_release(). */
+	if (e.kind == ENT_RECORD && !(p->flags & PUT_RETAIN))
 		db_live_add(db, e.addr, -(int64_t)e.size);
 	blob_account(db, p, &e, -1);
 	*same_seq = p->val && e.seq == p->seq;
@@ -871,8 +878,9 @@ static struct db_table *txn_table(struct btxn *t, uint32_t id)
 	return table_get(t->db, id);
 }
 
-int db_txn_put_seq(struct btxn *t, uint32_t table, const void *key,
-		   size_t klen, const void *val, size_t vlen, uint64_t seq)
+int db_txn_put_flags(struct btxn *t, uint32_t table, const void *key,
+		     size_t klen, const void *val, size_t vlen, uint64_t seq,
+		     unsigned flags)
 {
 	uint8_t hdr[PUT_HDR] = { 0 };
 	struct iovec iov[3] = {
@@ -881,9 +889,16 @@ int db_txn_put_seq(struct btxn *t, uint32_t table, const void *key,
 
 	put_le32(hdr, table);
 	put_le16(hdr + 4, klen);
+	put_le16(hdr + 6, flags);
 	put_le32(hdr + 8, vlen);
 	put_le64(hdr + 16, seq);
 	return txn_record(t, REC_PUT, iov, 3);
+}
+
+int db_txn_put_seq(struct btxn *t, uint32_t table, const void *key,
+		   size_t klen, const void *val, size_t vlen, uint64_t seq)
+{
+	return db_txn_put_flags(t, table, key, klen, val, vlen, seq, 0);
 }
 
 static int key_check(struct btxn *t, uint32_t table, size_t klen)
@@ -897,8 +912,10 @@ static int key_check(struct btxn *t, uint32_t table, size_t klen)
 	return 0;
 }
 
-int btxn_put(struct btxn *t, uint32_t table, const void *key, size_t klen,
-	     const void *val, size_t vlen, uint64_t *seq)
+/* btxn_put() and btxn_put_retain(). */
+static int txn_put(struct btxn *t, uint32_t table, const void *key,
+		   size_t klen, const void *val, size_t vlen, unsigned flags,
+		   uint64_t *seq)
 {
 	struct db_table *tab;
 	uint64_t s = 0;
@@ -911,10 +928,65 @@ int btxn_put(struct btxn *t, uint32_t table, const void *key, size_t klen,
 	tab = txn_table(t, table);
 	if (tab->flags & BDB_TABLE_SEQ)
 		s = t->db->seq + 1;
-	err = db_txn_put_seq(t, table, key, klen, val, vlen, s);
+	err = db_txn_put_flags(t, table, key, klen, val, vlen, s, flags);
 	if (!err && seq)
 		*seq = s;
 	return err;
+}
+
+int btxn_put(struct btxn *t, uint32_t table, const void *key, size_t klen,
+	     const void *val, size_t vlen, uint64_t *seq)
+{
+	return txn_put(t, table, key, klen, val, vlen, 0, seq);
+}
+
+/* The pending index entry of key. */
+static int txn_entry(struct btxn *t, uint32_t table, const void *key,
+		     size_t klen, uint8_t *buf, struct db_entry *e)
+{
+	struct db_table *tab = txn_table(t, table);
+	size_t vlen;
+	int err;
+
+	if (!tab)
+		return BARREL_E_NOTFOUND;
+	err = bt_get(&t->db->info[table]->store[IDX_KEY], &tab->root, key, klen,
+		     buf, &vlen);
+	return err ? err : db_entry_decode(buf, vlen, e);
+}
+
+int btxn_put_retain(struct btxn *t, uint32_t table, const void *key,
+		    size_t klen, const void *val, size_t vlen,
+		    uint64_t retain_addr, uint64_t *seq)
+{
+	struct db_table *tab = txn_table(t, table);
+	uint8_t buf[BT_MAX_VAL];
+	struct db_entry e;
+	int err;
+
+	if (!tab || !(tab->flags & BDB_TABLE_RETAIN))
+		return BARREL_E_INVALID;
+	err = txn_entry(t, table, key, klen, buf, &e);
+	if (err == BARREL_E_NOTFOUND ||
+	    (!err && (e.kind != ENT_RECORD || e.addr != retain_addr)))
+		return BARREL_E_INVALID;
+	if (err)
+		return err;
+	return txn_put(t, table, key, klen, val, vlen, PUT_RETAIN, seq);
+}
+
+int btxn_rewrite(struct btxn *t, uint32_t table, const void *key,
+		 size_t klen, const void *val, size_t vlen)
+{
+	uint8_t buf[BT_MAX_VAL];
+	struct db_entry e;
+	int err = key_check(t, table, klen);
+
+	if (!err && vlen > BDB_MAX_VALUE)
+		err = BARREL_E_TOOBIG;
+	if (!err)
+		err = txn_entry(t, table, key, klen, buf, &e);
+	return err ? err : db_txn_put_seq(t, table, key, klen, val, vlen, e.seq);
 }
 
 int btxn_del(struct btxn *t, uint32_t table, const void *key, size_t klen)
@@ -938,42 +1010,110 @@ int btxn_del(struct btxn *t, uint32_t table, const void *key, size_t klen)
 	return txn_record(t, REC_DEL, iov, 2);
 }
 
+/* One of this transaction's own records (still private), or NULL. */
+static const uint8_t *txn_own_record(const struct btxn *t, bptr addr)
+{
+	if (!t->len || bptr_seg(addr) != t->db->open->seg->id ||
+	    bptr_off(addr) < t->db->tail ||
+	    bptr_off(addr) - t->db->tail >= t->len)
+		return NULL;
+	return t->buf + (bptr_off(addr) - t->db->tail);
+}
+
+/* The value of a put this transaction framed at rec, checked to be of
+ * table and key. */
+static int txn_own_value(struct btxn *t, const uint8_t *rec, uint32_t table,
+			 const void *key, size_t klen, bptr addr,
+			 struct bval *out)
+{
+	uint32_t len = get_le32(rec + 12);
+	void *copy;
+
+	if (rec[8] != REC_PUT)
+		return BARREL_E_CORRUPT;
+	copy = malloc(len ? len : 1);
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, rec + REC_HEADER_SIZE, len);
+	return db_put_value(t->db, copy, len, table, key, klen, addr, out);
+}
+
 int btxn_get(struct btxn *t, uint32_t table, const void *key, size_t klen,
 	     struct bval *out)
 {
-	struct db_table *tab = txn_table(t, table);
 	uint8_t v[BT_MAX_VAL];
 	struct db_entry e;
-	size_t vlen;
-	int err;
+	const uint8_t *rec;
+	int err = txn_entry(t, table, key, klen, v, &e);
 
-	if (!tab)
-		return BARREL_E_NOTFOUND;
-	err = bt_get(&t->db->info[table]->store[IDX_KEY], &tab->root, key, klen,
-		     v, &vlen);
-	if (!err)
-		err = db_entry_decode(v, vlen, &e);
 	if (err)
 		return err;
-	if (e.kind == ENT_RECORD && t->len &&
-	    bptr_seg(e.addr) == t->db->open->seg->id &&
-	    bptr_off(e.addr) >= t->db->tail) {
-		/* One of this transaction's own records: still private. */
-		const uint8_t *rec = t->buf + (bptr_off(e.addr) - t->db->tail);
-		struct db_put p;
-
-		err = db_put_decode(rec + REC_HEADER_SIZE, get_le32(rec + 12), &p);
-		if (err)
-			return err;
-		out->data = malloc(p.vlen ? p.vlen : 1);
-		if (!out->data)
-			return -ENOMEM;
-		memcpy(out->data, p.val, p.vlen);
-		out->len = p.vlen;
-		out->seq = p.seq;
-		return 0;
-	}
+	if (e.kind == ENT_RECORD && (rec = txn_own_record(t, e.addr)))
+		return txn_own_value(t, rec, table, key, klen, e.addr, out);
 	return db_entry_value(t->db, &e, table, key, klen, out);
+}
+
+int btxn_get_at(struct btxn *t, uint32_t table, const void *key,
+		size_t klen, uint64_t addr, struct bval *out)
+{
+	const uint8_t *rec = txn_own_record(t, addr);
+	uint32_t len, size;
+	void *payload;
+	int err;
+
+	if (rec)
+		return txn_own_value(t, rec, table, key, klen, addr, out);
+	err = db_read_record_at(t->db, addr, REC_PUT, &payload, &len, &size);
+	return err ? err : db_put_value(t->db, payload, len, table, key, klen,
+					addr, out);
+}
+
+int btxn_release(struct btxn *t, uint32_t table, uint64_t addr)
+{
+	const uint8_t *rec = txn_own_record(t, addr);
+	uint32_t len, size;
+	struct db_put p;
+	void *payload;
+	int err;
+
+	if (rec) {
+		size = rec_size(get_le32(rec + 12));
+		err = rec[8] == REC_PUT ? 0 : BARREL_E_CORRUPT;
+		if (!err)
+			err = db_put_decode(rec + REC_HEADER_SIZE,
+					    get_le32(rec + 12), &p);
+	} else {
+		err = db_read_record_at(t->db, addr, REC_PUT, &payload, &len,
+					&size);
+		if (!err) {
+			err = db_put_decode(payload, len, &p);
+			free(payload);
+		}
+	}
+	if (!err && p.table != table)
+		err = BARREL_E_CORRUPT;
+	if (err)
+		return err;
+	acct_txn = t;
+	db_live_add(t->db, addr, -(int64_t)size);
+	acct_txn = NULL;
+	return 0;
+}
+
+int bdb_retain_hook(struct bdb *db, uint32_t table, bdb_retain_fn fn,
+		    void *arg)
+{
+	int err = 0;
+
+	db_writer_enter(db);
+	if (table >= db->ninfo || !db->info[table]) {
+		err = BARREL_E_NOTFOUND;
+	} else {
+		db->info[table]->retain = fn;
+		db->info[table]->retain_arg = fn ? arg : NULL;
+	}
+	db_writer_leave(db);
+	return err;
 }
 
 int btxn_table(struct btxn *t, const char *name, unsigned flags, uint32_t *id)
@@ -984,16 +1124,25 @@ int btxn_table(struct btxn *t, const char *name, unsigned flags, uint32_t *id)
 
 	if (!bdb_name_valid(name))
 		return BARREL_E_INVALID;
+	flags &= BDB_TABLE_SEQ | BDB_TABLE_RETAIN;
 	for (uint32_t i = DB_FIRST_USER_TABLE; i < db->ntables; i++) {
 		if (db->tables[i].exists && db->info[i] &&
 		    strcmp(db->info[i]->name, name) == 0) {
+			unsigned have = db->tables[i].flags;
+
 			*id = i;
-			return 0;
+			if (!(flags & BDB_TABLE_RETAIN) ||
+			    (have & BDB_TABLE_RETAIN))
+				return 0;
+			put_le32(val, i);
+			put_le32(val + 4, have | BDB_TABLE_RETAIN);
+			return db_txn_put_seq(t, DB_TABLE_CATALOG, name, n,
+					      val, 8, 0);
 		}
 	}
 	*id = db->ntables > DB_FIRST_USER_TABLE ? db->ntables : DB_FIRST_USER_TABLE;
 	put_le32(val, *id);
-	put_le32(val + 4, flags & BDB_TABLE_SEQ);
+	put_le32(val + 4, flags);
 	return db_txn_put_seq(t, DB_TABLE_CATALOG, name, n, val, 8, 0);
 }
 

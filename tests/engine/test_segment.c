@@ -172,7 +172,7 @@ START_TEST(test_create_open)
 	ck_assert_int_eq(io->ops->size(seg->file, &size), 0);
 	ck_assert_uint_eq(size, SEG_HEADER_SIZE);
 	ck_assert_int_eq(io->ops->read(seg->file, h, 64, 0), 64);
-	want[8] = 1;                        /* version, LE */
+	want[8] = 2;                        /* version, LE */
 	want[12] = 3;                       /* id */
 	for (int i = 0; i < 8; i++)
 		want[16 + i] = (uint8_t)(SALT >> (8 * i));
@@ -232,7 +232,8 @@ static void forge_header(struct segment *seg, int at, uint8_t val)
 	put(seg, 0, h, 64);
 }
 
-/* Version 2, a short file, another id or a bad capacity: what open says. */
+/* Version 3 or 0, a short file, another id or a bad capacity: what open
+ * says. */
 START_TEST(test_header_errors)
 {
 	struct segment *seg, *o = NULL;
@@ -240,11 +241,17 @@ START_TEST(test_header_errors)
 
 	env_open(IMPL_FAULT);
 	seg = xcreate(3, SALT, CAP);
-	forge_header(seg, 8, 2);
+	forge_header(seg, 8, 3);
 	ck_assert_int_eq(seg_open(io, dir, 3, &o), BARREL_E_VERSION);
-	ck_assert_str_eq(last_log, "segment seg=3: unknown format version 2 "
-			 "(expect 1)");
-	forge_header(seg, 8, 1);
+	ck_assert_str_eq(last_log, "segment seg=3: unknown format version 3 "
+			 "(expect 1 to 2)");
+	forge_header(seg, 8, 0);
+	ck_assert_int_eq(seg_open(io, dir, 3, &o), BARREL_E_VERSION);
+	forge_header(seg, 8, 1);          /* version 1 still opens */
+	ck_assert_int_eq(seg_open(io, dir, 3, &o), 0);
+	seg_close(o);
+	o = NULL;
+	forge_header(seg, 8, 2);
 	forge_header(seg, 40, 1);
 	ck_assert_int_eq(seg_open(io, dir, 3, &o), BARREL_E_CORRUPT);
 	ck_assert_str_eq(last_log, "corrupt segment header: seg=3: reserved "
