@@ -210,6 +210,19 @@ int bdb_table(struct bdb *db, const char *name, uint32_t *id)
 	return err;
 }
 
+unsigned bdb_table_flags(struct bdb *db, uint32_t id)
+{
+	struct bsnap *s;
+	unsigned flags = 0;
+
+	if (bdb_snapshot(db, &s))
+		return 0;
+	if (id < s->v->ntables && s->v->tables[id].exists)
+		flags = s->v->tables[id].flags;
+	bsnap_release(s);
+	return flags;
+}
+
 const char *bdb_name(const struct bdb *db)
 {
 	return db->name;

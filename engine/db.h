@@ -115,6 +115,9 @@ enum bdb_table_flags {
  */
 int bdb_table(struct bdb *db, const char *name, uint32_t *id);
 
+/* The flags of table id as of the last commit (0 when it does not exist). */
+unsigned bdb_table_flags(struct bdb *db, uint32_t id);
+
 /* ---- transactions (the single writer) ---- */
 
 /* Wait for the writer slot and start a transaction; *out owned until
@@ -147,7 +150,9 @@ struct bval {
 	size_t len;
 	uint64_t seq;     /* the entry's sequence number (SEQ tables), else 0 */
 	uint64_t addr;    /* the record holding the value; 0 for a value kept
-	                     in the index (at most 48 bytes) */
+	                     in the index (at most 48 bytes) and for one the
+	                     reading transaction wrote (its place is final
+	                     only at the commit) */
 };
 void bval_release(struct bval *v);
 

@@ -25,6 +25,9 @@
 #define DOCREC_DELETED 0x01
 #define DOCREC_HEAD 6u                /* version, flags, tree_len */
 #define REVS_KEY 8u                   /* body number, big-endian */
+/* A body_ref with this bit is the address of a retained "docs" record
+ * whose winner is the body; without it, a body number in "revs". */
+#define REF_RETAINED (1ull << 63)
 #define NEXT_BODY "next_body"         /* meta: the next body number */
 #define DIGEST_STACK 8u               /* attachments hashed without malloc */
 #define DEFAULT_TYPE "application/octet-stream"
@@ -302,6 +305,22 @@ static void revs_key(uint64_t n, uint8_t key[REVS_KEY])
 		key[i] = (uint8_t)(n >> (8 * (REVS_KEY - 1 - i)));
 }
 
+/* The revision record inside a document record read into *v: moved to
+ * the start of v->data (a retained record's body). */
+static int retained_body(struct bval *v)
+{
+	struct docrec r;
+	int rc = docrec_split(v->data, v->len, &r);
+
+	if (rc) {
+		bval_release(v);
+		return rc;
+	}
+	memmove(v->data, r.winner, r.winner_len);
+	v->len = r.winner_len;
+	return 0;
+}
+
 /* ---- open ---- */
 
 /* A number of "meta" from a get that returned rc into v: size bytes,
@@ -350,13 +369,14 @@ static int open_tables(struct docdb *d)
 		else if (rc)
 			return rc;
 	}
-	if (!missing)
+	/* A database made before retained records gains the flag once. */
+	if (!missing && bdb_table_flags(d->db, d->t_docs) & BDB_TABLE_RETAIN)
 		return 0;
 	if ((rc = bdb_begin(d->db, &txn)))
 		return rc;
 	for (size_t i = 0; i < 5 && !rc; i++)
-		rc = btxn_table(txn, table_names[i], i == 0 ? BDB_TABLE_SEQ : 0,
-				ids[i]);
+		rc = btxn_table(txn, table_names[i], i == 0 ?
+				BDB_TABLE_SEQ | BDB_TABLE_RETAIN : 0, ids[i]);
 	if (rc) {
 		btxn_abort(txn);
 		return rc;
@@ -375,7 +395,8 @@ int docdb_open(struct benv *env, const char *name, bool create,
 	if (opts)
 		d->keep_bodies = opts->keep_bodies;
 	if ((rc = benv_db(env, name, create, &d->db)) ||
-	    (rc = open_tables(d)) || (rc = read_revs_limit(d))) {
+	    (rc = open_tables(d)) || (rc = read_revs_limit(d)) ||
+	    (rc = docdb_gc_attach(d->db))) {
 		free(d);
 		return rc;
 	}
@@ -585,6 +606,27 @@ struct bodynums {
 	bool taken;
 };
 
+static int nums_load_in(struct btxn *txn, uint32_t t_meta,
+			struct bodynums *nums)
+{
+	struct bval v = { 0 };
+	int rc = btxn_get(txn, t_meta, NEXT_BODY, strlen(NEXT_BODY), &v);
+
+	*nums = (struct bodynums){ .next = 1 };
+	return meta_number(rc, &v, 8, &nums->next);
+}
+
+static int nums_store_in(struct btxn *txn, uint32_t t_meta,
+			 const struct bodynums *nums)
+{
+	uint8_t v[8];
+
+	if (!nums->taken)
+		return 0;
+	put_le(v, nums->next, 8);
+	return btxn_put(txn, t_meta, NEXT_BODY, strlen(NEXT_BODY), v, 8, NULL);
+}
+
 /* A body the policy drops: its revision and where it is. */
 struct drop {
 	struct rev rev;
@@ -649,6 +691,11 @@ static int get_revs(struct edit *e, uint64_t ref, struct bval *v)
 	uint8_t key[REVS_KEY];
 	int rc;
 
+	if (ref & REF_RETAINED) {
+		rc = btxn_get_at(e->txn, e->d->t_docs, e->p->id, e->p->idlen,
+				 ref & ~REF_RETAINED, v);
+		return rc ? rc : retained_body(v);
+	}
 	revs_key(ref, key);
 	rc = btxn_get(e->txn, e->d->t_revs, key, REVS_KEY, v);
 	return rc == BARREL_E_NOTFOUND ? BARREL_E_CORRUPT : rc;
@@ -1023,10 +1070,21 @@ static int put_revs(struct edit *e, uint64_t ref, const void *rec, size_t len)
 	return btxn_put(e->txn, e->d->t_revs, key, REVS_KEY, rec, len, NULL);
 }
 
+/* A body leaves where ref says it is: its "revs" entry is deleted, or
+ * its retained record released. */
+static int forget_body(struct edit *e, uint64_t ref)
+{
+	uint8_t key[REVS_KEY];
+
+	if (ref & REF_RETAINED)
+		return btxn_release(e->txn, e->d->t_docs, ref & ~REF_RETAINED);
+	revs_key(ref, key);
+	return btxn_del(e->txn, e->d->t_revs, key, REVS_KEY);
+}
+
 /* Drop one body the policy dropped, and its attachment references. */
 static int drop_body(struct edit *e, const struct drop *dr)
 {
-	uint8_t key[REVS_KEY];
 	struct bval v = { 0 };
 	struct revrec rr;
 	int rc = load_revrec(e, &dr->rev, dr->body_ref, &v, &rr);
@@ -1038,14 +1096,15 @@ static int drop_body(struct edit *e, const struct drop *dr)
 	bval_release(&v);
 	if (rc || (e->have_w0 && rev_eq(&dr->rev, &e->w0)))
 		return rc;
-	revs_key(dr->body_ref, key);
-	return btxn_del(e->txn, e->d->t_revs, key, REVS_KEY);
+	return forget_body(e, dr->body_ref);
 }
 
 /* A new body number, and rev's body noted there in the tree. */
 static int take_body_number(struct edit *e, const struct rev *rev,
 			    uint64_t *ref)
 {
+	if (e->nums->next >= REF_RETAINED)
+		return BARREL_E_FULL;
 	*ref = e->nums->next;
 	e->nums->taken = true;
 	e->nums->next++;
@@ -1074,8 +1133,15 @@ static int edit_place(struct edit *e, const struct rev *w1,
 		rc = take_body_number(e, &e->rev, &e->ref_new);
 	}
 	if (!rc && e->have_w0 && !rev_eq(w1, &e->w0) && kept(e, &e->w0) &&
-	    !rev_eq(&e->w0, &e->rev))
-		rc = take_body_number(e, &e->w0, &e->ref_w0);
+	    !rev_eq(&e->w0, &e->rev)) {
+		/* The old record stays where it is, when it can (not one this
+		 * transaction wrote: its address is not final). */
+		if (e->old.addr)
+			rc = revtree_set_body(e->tree, &e->w0, true,
+					      REF_RETAINED | e->old.addr);
+		else
+			rc = take_body_number(e, &e->w0, &e->ref_w0);
+	}
 	if (rc)
 		return rc;
 	if (rev_eq(w1, &e->rev)) {
@@ -1095,6 +1161,17 @@ static int edit_place(struct edit *e, const struct rev *w1,
 	return revtree_set_body(e->tree, w1, true, 0);
 }
 
+/* Does the tree name the old document record for the old winner's body
+ * (edit_place retained it)? */
+static bool retains_w0(const struct edit *e)
+{
+	struct revtree_info ri;
+
+	return e->have_w0 && e->old.addr &&
+	       !revtree_find(e->tree, &e->w0, &ri) && ri.has_body &&
+	       ri.body_ref == (REF_RETAINED | e->old.addr);
+}
+
 /*
  * Step 6: write. References for the new revision's attachments, the
  * dropped bodies, the bodies that move into or out of "revs", and the
@@ -1104,13 +1181,10 @@ static int edit_place(struct edit *e, const struct rev *w1,
 static int edit_put(struct edit *e, const uint8_t *doc, size_t dlen)
 {
 	bool new_kept = kept(e, &e->rev);
-	uint8_t key[REVS_KEY];
 	int rc = 0;
 
-	if (e->ref_w1) {
-		revs_key(e->ref_w1, key);
-		rc = btxn_del(e->txn, e->d->t_revs, key, REVS_KEY);
-	}
+	if (e->ref_w1)
+		rc = forget_body(e, e->ref_w1);
 	for (size_t i = 0; !rc && new_kept && i < e->natts; i++)
 		rc = att_ref(e->d, e->txn, &e->atts[i], +1);
 	for (size_t i = 0; !rc && i < e->ndrop; i++)
@@ -1119,10 +1193,14 @@ static int edit_put(struct edit *e, const uint8_t *doc, size_t dlen)
 		rc = put_revs(e, e->ref_new, e->newrec, e->newrec_len);
 	if (!rc && e->ref_w0)
 		rc = put_revs(e, e->ref_w0, e->rec.winner, e->rec.winner_len);
-	if (!rc)
-		rc = btxn_put(e->txn, e->d->t_docs, e->p->id, e->p->idlen, doc,
-			      dlen, &e->r->seq);
-	return rc;
+	if (rc)
+		return rc;
+	if (retains_w0(e))
+		return btxn_put_retain(e->txn, e->d->t_docs, e->p->id,
+				       e->p->idlen, doc, dlen, e->old.addr,
+				       &e->r->seq);
+	return btxn_put(e->txn, e->d->t_docs, e->p->id, e->p->idlen, doc,
+			dlen, &e->r->seq);
 }
 
 /*
@@ -1208,22 +1286,13 @@ static int put_fail_all(struct doc_put *req, size_t n, int rc)
 /* meta "next_body" (1 when absent) at the start of a bulk. */
 static int nums_load(struct docdb *d, struct btxn *txn, struct bodynums *nums)
 {
-	struct bval v = { 0 };
-	int rc = btxn_get(txn, d->t_meta, NEXT_BODY, strlen(NEXT_BODY), &v);
-
-	*nums = (struct bodynums){ .next = 1 };
-	return meta_number(rc, &v, 8, &nums->next);
+	return nums_load_in(txn, d->t_meta, nums);
 }
 
 static int nums_store(struct docdb *d, struct btxn *txn,
 		      const struct bodynums *nums)
 {
-	uint8_t v[8];
-
-	if (!nums->taken)
-		return 0;
-	put_le(v, nums->next, 8);
-	return btxn_put(txn, d->t_meta, NEXT_BODY, strlen(NEXT_BODY), v, 8, NULL);
+	return nums_store_in(txn, d->t_meta, nums);
 }
 
 /* May the bulk's commit return before it is durable (DOC_PUT_NOSYNC)? */
@@ -1292,6 +1361,86 @@ int docdb_put(struct docdb *d, struct doc_put *req, size_t n)
 	return rc;
 }
 
+/* ---- GC: retained records ---- */
+
+struct ref_find {
+	uint64_t ref;
+	struct rev rev;
+};
+
+static int ref_match(void *arg, const struct revtree_info *ri)
+{
+	struct ref_find *f = arg;
+
+	if (!ri->has_body || ri->body_ref != f->ref)
+		return 0;
+	f->rev = ri->rev;
+	return 1;
+}
+
+/*
+ * The retain hook of "docs" (bdb_retain_fn): GC found the document record
+ * at addr superseded. When the current tree still names it for a body,
+ * that body moves to "revs" under a new number and the current record is
+ * rewritten at its sequence to say so; else it is garbage.
+ */
+static int retained_move(void *arg, struct btxn *txn, uint32_t table,
+			 const void *key, size_t klen, const void *val,
+			 size_t vlen, uint64_t addr)
+{
+	struct bdb *db = arg;
+	struct ref_find f = { .ref = REF_RETAINED | addr };
+	struct bval cur = { 0 };
+	struct revtree *t = NULL;
+	struct bodynums nums;
+	struct docrec now, old;
+	uint32_t t_revs, t_meta;
+	uint8_t rkey[REVS_KEY], *doc = NULL;
+	size_t dlen;
+	int rc = btxn_get(txn, table, key, klen, &cur);
+
+	if (rc == BARREL_E_NOTFOUND)
+		return 0;
+	if (rc || (rc = docrec_split(cur.data, cur.len, &now)) ||
+	    (rc = revtree_decode(now.tree, now.tree_len, &t)))
+		goto out;
+	if ((rc = revtree_each(t, ref_match, &f)) != 1)
+		goto out;             /* 0: not named, garbage; or an error */
+	if ((rc = docrec_split(val, vlen, &old)) ||
+	    (rc = bdb_table(db, "revs", &t_revs)) ||
+	    (rc = bdb_table(db, "meta", &t_meta)) ||
+	    (rc = nums_load_in(txn, t_meta, &nums)))
+		goto out;
+	revs_key(nums.next, rkey);
+	if ((rc = revtree_set_body(t, &f.rev, true, nums.next)) ||
+	    (rc = btxn_put(txn, t_revs, rkey, REVS_KEY, old.winner,
+			   old.winner_len, NULL)))
+		goto out;
+	nums.next++;
+	nums.taken = true;
+	if ((rc = nums_store_in(txn, t_meta, &nums)) ||
+	    (rc = docrec_build(t, now.winner, now.winner_len, NULL, &doc,
+			       &dlen)) ||
+	    (rc = btxn_rewrite(txn, table, key, klen, doc, dlen)))
+		goto out;
+	rc = 1;
+out:
+	free(doc);
+	revtree_free(t);
+	bval_release(&cur);
+	return rc;
+}
+
+int docdb_gc_attach(struct bdb *db)
+{
+	uint32_t docs;
+	int rc = bdb_table(db, "docs", &docs);
+
+	if (rc == BARREL_E_NOTFOUND)
+		return 0;
+	return rc ? rc : bdb_retain_hook(db, docs, retained_move, db);
+}
+
 /* ---- purge ---- */
 
 /* The purged tree's new winner w1 (not the old one) moves its record
@@ -1300,14 +1449,11 @@ static int purge_new_winner(struct edit *e, const struct rev *w1,
 			    struct bval *v)
 {
 	struct revtree_info ri;
-	uint8_t key[REVS_KEY];
 	int rc;
 
 	if ((rc = revtree_find(e->tree, w1, &ri)) ||
-	    (rc = get_revs(e, ri.body_ref, v)))
-		return rc;
-	revs_key(ri.body_ref, key);
-	if ((rc = btxn_del(e->txn, e->d->t_revs, key, REVS_KEY)))
+	    (rc = get_revs(e, ri.body_ref, v)) ||
+	    (rc = forget_body(e, ri.body_ref)))
 		return rc;
 	return revtree_set_body(e->tree, w1, true, 0);
 }
@@ -1461,10 +1607,10 @@ static int fill_doc(struct doc *out, const char *id, size_t idlen,
 	return 0;
 }
 
-/* The record of rev (not the winner) from "revs". */
-static int get_body(struct docdb *d, struct bsnap *snap,
-		    const struct revtree *t, const struct rev *rev,
-		    struct bval *v)
+/* The record of rev (not the winner): in "revs", or retained. */
+static int get_body(struct docdb *d, struct bsnap *snap, const char *id,
+		    size_t idlen, const struct revtree *t,
+		    const struct rev *rev, struct bval *v)
 {
 	struct revtree_info ri;
 	uint8_t key[REVS_KEY];
@@ -1472,6 +1618,11 @@ static int get_body(struct docdb *d, struct bsnap *snap,
 
 	if (revtree_find(t, rev, &ri) || !ri.has_body)
 		return BARREL_E_NOTFOUND;
+	if (ri.body_ref & REF_RETAINED) {
+		rc = bsnap_get_at(snap, d->t_docs, id, idlen,
+				  ri.body_ref & ~REF_RETAINED, v);
+		return rc ? rc : retained_body(v);
+	}
 	revs_key(ri.body_ref, key);
 	rc = bsnap_get(snap, d->t_revs, key, REVS_KEY, v);
 	return rc == BARREL_E_NOTFOUND ? BARREL_E_CORRUPT : rc;
@@ -1499,7 +1650,7 @@ static int read_doc(struct docdb *d, struct bsnap *snap, const char *id,
 	}
 	if (!rev || rev_eq(rev, &w))
 		rc = fill_doc(out, id, idlen, &w, seq, rec.winner, rec.winner_len);
-	else if (!(rc = get_body(d, snap, t, rev, &body)))
+	else if (!(rc = get_body(d, snap, id, idlen, t, rev, &body)))
 		rc = fill_doc(out, id, idlen, rev, seq, body.data, body.len);
 	if (!rc && (flags & DOC_GET_TREE)) {
 		out->tree = t;

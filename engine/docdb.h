@@ -59,6 +59,14 @@ int docdb_open(struct benv *env, const char *name, bool create,
 	       const struct docdb_opts *opts, struct docdb **out);
 void docdb_close(struct docdb *d);           /* NULL is a no-op */
 
+/*
+ * Let GC of db collect the document records it retains (docdb_open()
+ * does it; a tool that opens a database with benv_db() alone calls this
+ * before bdb_gc(), which otherwise refuses with BARREL_E_CLOSED). 0 when
+ * db holds no documents.
+ */
+int docdb_gc_attach(struct bdb *db);
+
 /* The engine database underneath (borrowed): snapshots, wait/watch, stat. */
 struct bdb *docdb_bdb(struct docdb *d);
 

@@ -1048,8 +1048,12 @@ int btxn_get(struct btxn *t, uint32_t table, const void *key, size_t klen,
 
 	if (err)
 		return err;
-	if (e.kind == ENT_RECORD && (rec = txn_own_record(t, e.addr)))
-		return txn_own_value(t, rec, table, key, klen, e.addr, out);
+	if (e.kind == ENT_RECORD && (rec = txn_own_record(t, e.addr))) {
+		err = txn_own_value(t, rec, table, key, klen, e.addr, out);
+		if (!err)
+			out->addr = 0;    /* not final: the commit may move it */
+		return err;
+	}
 	return db_entry_value(t->db, &e, table, key, klen, out);
 }
 
@@ -1204,6 +1208,8 @@ int db_txn_commit_locked(struct btxn *t, uint64_t *gen)
 	*gen = 0;
 	if (t->nrec)
 		err = txn_stage(t, gen);
+	else
+		acct_apply(t);        /* releases alone write nothing */
 	if (err)
 		tables_restore(t);
 	txn_free(t);

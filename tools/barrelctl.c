@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 
 #include "engine/db.h"
+#include "engine/docdb.h"
 #include "engine/error.h"
 #include "tools/bench.h"
 #include "tools/ctl.h"
@@ -544,6 +545,7 @@ static int gc_db(struct bdb *db, void *arg)
 	int rc;
 
 	if ((rc = bdb_stat(db, &before)) ||
+	    (rc = docdb_gc_attach(db)) ||
 	    (rc = bdb_gc(db, *ratio, &gs)) ||
 	    (rc = bdb_stat(db, &after))) {
 		fprintf(stderr, "barrelctl: %s: gc: %s\n", bdb_name(db),

@@ -1431,6 +1431,7 @@ START_TEST(test_revs_limit)
 	 * many entries */
 	{
 		uint64_t e20 = stat_of(f.d).entries;
+		uint64_t l20 = stat_of(f.d).live_bytes;
 		struct rev last = r[20];
 
 		for (int i = 21; i <= 40; i++) {
@@ -1438,6 +1439,9 @@ START_TEST(test_revs_limit)
 			last = put_ok(f.d, "d", body, &last);
 		}
 		ck_assert_uint_eq(stat_of(f.d).entries, e20);
+		/* the retained records of stemmed revisions were released:
+		 * live bytes stay put (20 more kept would double them) */
+		ck_assert_uint_lt(stat_of(f.d).live_bytes, l20 + l20 / 5);
 	}
 	fx_close(&f);
 }
@@ -1464,9 +1468,19 @@ static size_t table_count(struct docdb *d, const char *name)
 	return n;
 }
 
-/* Bodies move between the document record and "revs" as the winner
- * changes: "revs" holds exactly the kept bodies that do not win, every
- * one stays readable, and body numbers are not reused after a reopen. */
+/* Collect every segment with garbage; retained records move to "revs". */
+static void gc_all(struct docdb *d)
+{
+	struct bgc_stats st;
+
+	OK(bdb_gc(docdb_bdb(d), 1.0, &st));
+}
+
+/* Bodies follow the winner: the old winner of an edit stays in its old
+ * document record (retained), a winner from another branch moves inline,
+ * a new revision that does not win goes to "revs"; GC moves retained
+ * bodies to "revs"; every one stays readable, and body numbers are not
+ * reused after a reopen. */
 START_TEST(test_bodies_follow_winner)
 {
 	struct docdb_opts o = { .keep_bodies = 1 };
@@ -1478,41 +1492,53 @@ START_TEST(test_bodies_follow_winner)
 	r1 = put_ok(f.d, "b", "{\"v\":1}", NULL);
 	ck_assert_uint_eq(table_count(f.d, "revs"), 0);
 	r2 = put_ok(f.d, "b", "{\"v\":2}", &r1);
-	ck_assert_uint_eq(table_count(f.d, "revs"), 1);          /* r1 */
-	/* a longer branch from r1 wins: r2 goes to "revs" */
+	ck_assert_uint_eq(table_count(f.d, "revs"), 0);     /* r1 retained */
+	/* a longer branch from r1 wins: r2 stays in its record too */
 	snprintf(b3s, sizeof(b3s), "3-%s", "ffffffffffffffffffffffffffffffff");
 	ck_assert_int_eq(rep(f.d, "b", "\"v\":\"b\"", false, NULL, b3s,
 			     "2-eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee", RS(&r1).s,
 			     NULL), 0);
 	b3 = R(b3s);
 	expect_winner(f.d, "b", b3s, false);
-	ck_assert_uint_eq(table_count(f.d, "revs"), 2);          /* r1 r2 */
-	/* deleting it lets r2 win again: r2 leaves "revs", b3 and the
-	 * tombstone go there */
+	ck_assert_uint_eq(table_count(f.d, "revs"), 0);
+	expect_body(f.d, "b", &r2, "{\"v\":2}");
+	/* deleting it lets r2 win again: r2 moves inline from its retained
+	 * record, b3 is retained, the tombstone b4 goes to "revs" */
 	b4 = del_ok(f.d, "b", &b3);
 	expect_winner(f.d, "b", RS(&r2).s, false);
-	ck_assert_uint_eq(table_count(f.d, "revs"), 3);   /* r1 b3 b4 */
+	ck_assert_uint_eq(table_count(f.d, "revs"), 1);          /* b4 */
 	expect_body(f.d, "b", NULL, "{\"v\":2}");
 	expect_body(f.d, "b", &r1, "{\"v\":1}");
 	expect_member(f.d, "b", &b3, 0, "v", "b");
 	expect_get_rc(f.d, "b", &b4, 0, 0);
 
+	/* GC moves the retained bodies (r1, b3) to "revs" */
+	gc_all(f.d);
+	ck_assert_uint_eq(table_count(f.d, "revs"), 3);
+	expect_body(f.d, "b", &r1, "{\"v\":1}");
+	expect_member(f.d, "b", &b3, 0, "v", "b");
+
 	/* after a reopen the counter goes on: nothing is overwritten */
 	fx_reopen(&f);
 	r3 = put_ok(f.d, "b", "{\"v\":3}", &r2);
+	ck_assert_uint_eq(table_count(f.d, "revs"), 3);     /* r2 retained */
+	gc_all(f.d);
 	ck_assert_uint_eq(table_count(f.d, "revs"), 4);
 	expect_winner(f.d, "b", RS(&r3).s, false);
 	expect_body(f.d, "b", NULL, "{\"v\":3}");
 	expect_body(f.d, "b", &r2, "{\"v\":2}");
 	expect_body(f.d, "b", &r1, "{\"v\":1}");
 	expect_member(f.d, "b", &b3, 0, "v", "b");
+	expect_get_rc(f.d, "b", &b4, 0, 0);
 	fx_close(&f);
 
-	/* keep_bodies 1 on a line of edits: the winner's body only */
+	/* keep_bodies 1 on a line of edits: the winner's body only, and
+	 * nothing is retained for GC to move */
 	fx_open_opts(&f, &o);
 	r1 = put_ok(f.d, "k", "{\"v\":1}", NULL);
 	r2 = put_ok(f.d, "k", "{\"v\":2}", &r1);
 	r5 = put_ok(f.d, "k", "{\"v\":3}", &r2);
+	gc_all(f.d);
 	ck_assert_uint_eq(table_count(f.d, "revs"), 0);
 	expect_body(f.d, "k", &r5, "{\"v\":3}");
 	expect_get_rc(f.d, "k", &r1, 0, BARREL_E_NOTFOUND);

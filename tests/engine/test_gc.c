@@ -418,6 +418,189 @@ START_TEST(test_gc_one_big_key)
 }
 END_TEST
 
+/* ---- retained records (BDB_TABLE_RETAIN) ---- */
+
+struct retain_seen {
+	uint64_t keep;         /* the address the hook says is retained */
+	uint32_t saved;        /* where it copies that record's value */
+	unsigned calls, kept;
+	bool bad_key;
+};
+
+/* A retain hook: the record at keep is retained; its value goes to
+ * "saved" in the table saved; every other superseded record is garbage. */
+static int hook_keep(void *arg, struct btxn *txn, uint32_t table,
+		     const void *key, size_t klen, const void *val,
+		     size_t vlen, uint64_t addr)
+{
+	struct retain_seen *rs = arg;
+
+	(void)table;
+	rs->calls++;
+	if (klen != 1 || memcmp(key, "a", 1))
+		rs->bad_key |= klen < 4 || memcmp(key, "key-", 4);
+	if (addr != rs->keep)
+		return 0;
+	rs->kept++;
+	return btxn_put(txn, rs->saved, "saved", 5, val, vlen, NULL) ?: 1;
+}
+
+static void put_val(struct bdb *db, uint32_t t, const char *key, int v,
+		    uint64_t retain)
+{
+	uint8_t val[1000];
+	struct btxn *txn;
+
+	tu_value(val, sizeof(val), (uint64_t)key[0], (uint64_t)v);
+	OK(bdb_begin(db, &txn));
+	if (retain)
+		OK(btxn_put_retain(txn, t, key, strlen(key), val, sizeof(val),
+				   retain, NULL));
+	else
+		OK(btxn_put(txn, t, key, strlen(key), val, sizeof(val), NULL));
+	OK(btxn_commit(txn));
+}
+
+static uint64_t addr_of(struct bdb *db, uint32_t t, const char *key)
+{
+	struct btxn *txn;
+	struct bval v;
+	uint64_t addr;
+
+	OK(bdb_begin(db, &txn));
+	OK(btxn_get(txn, t, key, strlen(key), &v));
+	addr = v.addr;
+	bval_release(&v);
+	btxn_abort(txn);
+	ck_assert_uint_ne(addr, 0);
+	return addr;
+}
+
+static void expect_at(struct bdb *db, uint32_t t, const char *key,
+		      uint64_t addr, int version)
+{
+	struct bsnap *snap;
+	struct bval v;
+	uint64_t got = 0;
+
+	OK(bdb_snapshot(db, &snap));
+	OK(bsnap_get_at(snap, t, key, strlen(key), addr, &v));
+	ck_assert_uint_eq(v.addr, addr);
+	ck_assert(tu_value_check(v.data, v.len, (uint64_t)key[0], &got));
+	ck_assert_uint_eq(got, (uint64_t)version);
+	bval_release(&v);
+	bsnap_release(snap);
+}
+
+/* A retained record stays live and readable by address; GC leaves a
+ * retaining table alone without its hook, asks the hook with one, and a
+ * release gives the space back. */
+START_TEST(test_gc_retained)
+{
+	static struct model m;
+	struct retain_seen rs = { 0 };
+	char dir[PATH_MAX];
+	struct benv *env;
+	struct bdb *db;
+	struct btxn *txn;
+	struct bsnap *snap;
+	struct bdb_stat st0, st1;
+	struct bgc_stats gs;
+	struct bval v;
+	uint64_t a1, a2, got = 0;
+	uint32_t t, plain, keys;
+	uint8_t val[1000];
+
+	new_datadir(dir, sizeof(dir));
+	env = env_open(dir, false);
+	OK(benv_db(env, "db", true, &db));
+	OK(bdb_begin(db, &txn));
+	OK(btxn_table(txn, "r", BDB_TABLE_SEQ | BDB_TABLE_RETAIN, &t));
+	OK(btxn_table(txn, "plain", BDB_TABLE_SEQ, &plain));
+	OK(btxn_table(txn, "keys", 0, &keys));
+	OK(btxn_commit(txn));
+	ck_assert_uint_eq(bdb_table_flags(db, t),
+			  BDB_TABLE_SEQ | BDB_TABLE_RETAIN);
+	put_val(db, t, "a", 1, 0);
+	put_val(db, plain, "a", 1, 0);
+	a1 = addr_of(db, t, "a");
+
+	/* refused: a table that does not retain, an address not the key's */
+	tu_value(val, sizeof(val), 'a', 2);
+	a2 = addr_of(db, plain, "a");
+	OK(bdb_begin(db, &txn));
+	ck_assert_int_eq(btxn_put_retain(txn, plain, "a", 1, val, sizeof(val),
+					 a2, NULL),
+			 BARREL_E_INVALID);
+	ck_assert_int_eq(btxn_put_retain(txn, t, "a", 1, val, sizeof(val),
+					 a1 + 8, NULL), BARREL_E_INVALID);
+	ck_assert_int_eq(btxn_put_retain(txn, t, "zz", 2, val, sizeof(val),
+					 a1, NULL), BARREL_E_INVALID);
+	btxn_abort(txn);
+
+	OK(bdb_stat(db, &st0));
+	put_val(db, t, "a", 2, a1);
+	OK(bdb_stat(db, &st1));
+	ck_assert_uint_ge(st1.live_bytes, st0.live_bytes + sizeof(val));
+	expect_at(db, t, "a", a1, 1);
+	a2 = addr_of(db, t, "a");
+	expect_at(db, t, "a", a2, 2);
+	/* an address read as another key's, or in no record, is corrupt */
+	OK(bdb_snapshot(db, &snap));
+	ck_assert_int_eq(bsnap_get_at(snap, t, "b", 1, a1, &v),
+			 BARREL_E_CORRUPT);
+	ck_assert_int_eq(bsnap_get_at(snap, t, "a", 1, a1 + 8, &v),
+			 BARREL_E_CORRUPT);
+	bsnap_release(snap);
+
+	/* garbage around it: GC without the hook refuses and moves nothing */
+	write_keys(db, keys, &m, 0);
+	write_keys(db, keys, &m, 1);
+	put_val(db, t, "a", 3, 0);             /* a2 is plain garbage */
+	ck_assert_int_eq(bdb_gc(db, 1.0, &gs), BARREL_E_CLOSED);
+	expect_at(db, t, "a", a1, 1);
+
+	/* with it: the hook is asked about a1 and a2 and keeps a1 */
+	rs.keep = a1;
+	rs.saved = plain;
+	OK(bdb_retain_hook(db, t, hook_keep, &rs));
+	memset(&gs, 0, sizeof(gs));
+	OK(bdb_gc(db, 1.0, &gs));
+	ck_assert_uint_gt(gs.segments_freed, 0);
+	ck_assert_uint_eq(rs.kept, 1);
+	ck_assert_uint_ge(rs.calls, 2);
+	ck_assert(!rs.bad_key);
+	OK(bdb_snapshot(db, &snap));
+	OK(bsnap_get(snap, plain, "saved", 5, &v));
+	ck_assert(tu_value_check(v.data, v.len, 'a', &got));
+	ck_assert_uint_eq(got, 1);
+	bval_release(&v);
+	bsnap_release(snap);
+	verify(db, keys, &m, "after GC with a retain hook");
+
+	/* a release: the retained record's bytes are no longer live */
+	a2 = addr_of(db, t, "a");
+	put_val(db, t, "a", 4, a2);
+	OK(bdb_stat(db, &st0));
+	OK(bdb_begin(db, &txn));
+	ck_assert_int_eq(btxn_release(txn, plain, a2), BARREL_E_CORRUPT);
+	OK(btxn_release(txn, t, a2));
+	OK(btxn_commit(txn));
+	OK(bdb_stat(db, &st1));
+	ck_assert_uint_le(st1.live_bytes + sizeof(val), st0.live_bytes);
+
+	/* the flag outlives a reopen; the hook does not */
+	benv_close(env);
+	env = env_open(dir, false);
+	OK(benv_db(env, "db", false, &db));
+	ck_assert_uint_eq(bdb_table_flags(db, t),
+			  BDB_TABLE_SEQ | BDB_TABLE_RETAIN);
+	ck_assert_int_eq(bdb_gc(db, 1.0, &gs), BARREL_E_CLOSED);
+	verify(db, keys, &m, "after reopen");
+	benv_close(env);
+}
+END_TEST
+
 static Suite *gc_suite(void)
 {
 	Suite *s = suite_create("gc");
@@ -428,6 +611,7 @@ static Suite *gc_suite(void)
 	tcase_add_test(tc, test_gc_update_heavy);
 	tcase_add_test(tc, test_gc_deletes_reclaimed);
 	tcase_add_test(tc, test_gc_one_big_key);
+	tcase_add_test(tc, test_gc_retained);
 	suite_add_tcase(s, tc);
 	return s;
 }
