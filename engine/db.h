@@ -194,14 +194,13 @@ void btxn_abort(struct btxn *txn);
  */
 
 /*
- * btxn_put(), keeping the record of the value replaced, which must be at
- * retain_addr (the bval.addr of a btxn_get() of key in this transaction);
- * BARREL_E_INVALID when the table is not BDB_TABLE_RETAIN or the key's
- * value is elsewhere.
+ * btxn_put(), keeping the record of the value replaced (the one whose
+ * address a btxn_get() of key in this transaction gave in bval.addr;
+ * nothing is kept when that was 0). BARREL_E_INVALID when the table is
+ * not BDB_TABLE_RETAIN.
  */
 int btxn_put_retain(struct btxn *txn, uint32_t table, const void *key,
-		    size_t klen, const void *val, size_t vlen,
-		    uint64_t retain_addr, uint64_t *seq);
+		    size_t klen, const void *val, size_t vlen, uint64_t *seq);
 
 /* A retained record of table at addr is no longer named: GC may reclaim
  * it. BARREL_E_CORRUPT when addr holds no record of the table. */

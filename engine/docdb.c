@@ -1197,8 +1197,7 @@ static int edit_put(struct edit *e, const uint8_t *doc, size_t dlen)
 		return rc;
 	if (retains_w0(e))
 		return btxn_put_retain(e->txn, e->d->t_docs, e->p->id,
-				       e->p->idlen, doc, dlen, e->old.addr,
-				       &e->r->seq);
+				       e->p->idlen, doc, dlen, &e->r->seq);
 	return btxn_put(e->txn, e->d->t_docs, e->p->id, e->p->idlen, doc,
 			dlen, &e->r->seq);
 }

@@ -956,22 +956,12 @@ static int txn_entry(struct btxn *t, uint32_t table, const void *key,
 }
 
 int btxn_put_retain(struct btxn *t, uint32_t table, const void *key,
-		    size_t klen, const void *val, size_t vlen,
-		    uint64_t retain_addr, uint64_t *seq)
+		    size_t klen, const void *val, size_t vlen, uint64_t *seq)
 {
 	struct db_table *tab = txn_table(t, table);
-	uint8_t buf[BT_MAX_VAL];
-	struct db_entry e;
-	int err;
 
 	if (!tab || !(tab->flags & BDB_TABLE_RETAIN))
 		return BARREL_E_INVALID;
-	err = txn_entry(t, table, key, klen, buf, &e);
-	if (err == BARREL_E_NOTFOUND ||
-	    (!err && (e.kind != ENT_RECORD || e.addr != retain_addr)))
-		return BARREL_E_INVALID;
-	if (err)
-		return err;
 	return txn_put(t, table, key, klen, val, vlen, PUT_RETAIN, seq);
 }
 
