@@ -65,14 +65,6 @@ struct bio_ops {
 	int (*truncate)(struct bio_file *f, uint64_t len);
 	int (*size)(struct bio_file *f, uint64_t *len);
 	/*
-	 * Map [0, len) of the file for reading (shared: later writes show
-	 * through), or NULL where the implementation does not map (callers
-	 * read() instead; may itself be NULL). Touching bytes past the file's
-	 * end faults: callers check the size first. Undone by unmap().
-	 */
-	const void *(*map)(struct bio_file *f, uint64_t len);
-	void (*unmap)(const void *p, uint64_t len);
-	/*
 	 * Take an exclusive advisory lock (flock LOCK_EX|LOCK_NB) on an open
 	 * file; -EWOULDBLOCK when another process holds it. Released on close.
 	 */

@@ -34,7 +34,6 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/file.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -390,22 +389,6 @@ static int uring_fsync(struct bio_file *f)
 	return fsync(ufile(f)->fd) ? -errno : 0;
 }
 
-static const void *uring_map(struct bio_file *f, uint64_t len)
-{
-	void *p;
-
-	if (!len || len > SIZE_MAX)
-		return NULL;
-	p = mmap(NULL, (size_t)len, PROT_READ, MAP_SHARED, ufile(f)->fd, 0);
-	return p == MAP_FAILED ? NULL : p;
-}
-
-static void uring_unmap(const void *p, uint64_t len)
-{
-	if (p)
-		munmap((void *)p, (size_t)len);
-}
-
 static int uring_size(struct bio_file *f, uint64_t *len)
 {
 	struct stat st;
@@ -573,8 +556,6 @@ static const struct bio_ops uring_ops = {
 	.allocate = uring_allocate,
 	.truncate = uring_truncate,
 	.size = uring_size,
-	.map = uring_map,
-	.unmap = uring_unmap,
 	.lock = uring_lock,
 	.mkdir = uring_mkdir,
 	.rmdir = uring_rmdir,

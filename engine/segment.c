@@ -190,46 +190,6 @@ static int seg_header_check(const uint8_t *h, size_t have, uint32_t id,
 /* ---- create, open, close, remove ---- */
 
 /*
- * Map the file to its capacity where the I/O implementation can; size
- * bytes are in the file now. Reads fall back to read() when this fails.
- */
-static void seg_map(struct segment *seg, uint64_t size)
-{
-	const struct bio_ops *ops = seg->io->ops;
-
-	if (!ops->map || !ops->unmap)
-		return;
-	seg->map = ops->map(seg->file, seg->capacity);
-	atomic_store(&seg->mapped, size);
-}
-
-void seg_truncated(struct segment *seg, uint64_t len)
-{
-	if (atomic_load(&seg->mapped) > len)
-		atomic_store(&seg->mapped, len);
-}
-
-/* May [off, off + size) be read through the map? The file's size is asked
- * again when the range is past what is known (the open segment grows). */
-static bool seg_mapped(const struct segment *seg, uint64_t off,
-		       uint32_t size)
-{
-	struct segment *s = (struct segment *)seg;
-	uint64_t have;
-
-	if (!seg->map || off > seg->capacity || size > seg->capacity - off)
-		return false;
-	if (off + size <= atomic_load(&s->mapped))
-		return true;
-	if (seg->io->ops->size(seg->file, &have))
-		return false;
-	if (have > seg->capacity)
-		have = seg->capacity;
-	atomic_store(&s->mapped, have);
-	return off + size <= have;
-}
-
-/*
  * Steps: 1. create the file (exclusive); 2. reserve capacity bytes;
  * 3. write the header and fdatasync; 4. fsync the directory. On failure
  * after step 1 the file is closed and unlinked again.
@@ -268,7 +228,6 @@ int seg_create(struct bio *io, const char *dir, uint32_t id, uint64_t salt,
 	seg->salt = salt;
 	seg->capacity = capacity;
 	seg->io = io;
-	seg_map(seg, SEG_HEADER_SIZE);
 	*out = seg;
 	return 0;
 
@@ -297,7 +256,6 @@ int seg_open(struct bio *io, const char *dir, uint32_t id,
 	uint8_t h[SEG_HEADER_SIZE];
 	char path[PATH_MAX];
 	struct segment *seg;
-	uint64_t size;
 	ssize_t got;
 	int err;
 
@@ -315,8 +273,6 @@ int seg_open(struct bio *io, const char *dir, uint32_t id,
 	if (err)
 		goto out_close;
 	seg->io = io;
-	if (!io->ops->size(seg->file, &size))
-		seg_map(seg, size);
 	*out = seg;
 	return 0;
 
@@ -331,8 +287,6 @@ void seg_close(struct segment *seg)
 {
 	if (!seg)
 		return;
-	if (seg->map)
-		seg->io->ops->unmap(seg->map, seg->capacity);
 	seg->io->ops->close(seg->file);
 	free(seg);
 }
@@ -479,21 +433,6 @@ int seg_read(const struct segment *seg, uint64_t off, uint32_t size,
 	if (size < REC_HEADER_SIZE || size > rec_size(REC_MAX_PAYLOAD) ||
 	    size % REC_ALIGN)
 		return rec_corrupt(seg, off, false, "bad size %" PRIu32, size);
-	if (seg_mapped(seg, off, size)) {
-		/* Validated in place: only the payload is copied. */
-		const uint8_t *rec = seg->map + off;
-
-		err = rec_validate(seg, off, rec, size, false, hdr);
-		if (!err)
-			err = rec_check_read(seg, off, hdr, size, want_type);
-		if (err)
-			return err;
-		if (!(buf = malloc(hdr->len ? hdr->len : 1)))
-			return -ENOMEM;
-		memcpy(buf, rec + REC_HEADER_SIZE, hdr->len);
-		*payload = buf;
-		return 0;
-	}
 	buf = malloc(size);
 	if (!buf)
 		return -ENOMEM;

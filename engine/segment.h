@@ -14,7 +14,6 @@
 #ifndef BARREL_SEGMENT_H
 #define BARREL_SEGMENT_H
 
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -69,13 +68,7 @@ struct segment {
 	uint64_t capacity;       /* bytes reserved for the file */
 	struct bio_file *file;   /* owned */
 	struct bio *io;          /* borrowed */
-	const uint8_t *map;      /* the file mapped to its capacity, or NULL */
-	_Atomic uint64_t mapped; /* bytes of it known to be in the file */
 };
-
-/* The file was cut to len bytes (the open segment sealed): mapped reads
- * past it must not be tried. */
-void seg_truncated(struct segment *seg, uint64_t len);
 
 /* "DIR/NNNNNNNN.seg" into buf; returns 0 or -ENAMETOOLONG. */
 int seg_path(char *buf, size_t size, const char *dir, uint32_t id);

@@ -461,7 +461,6 @@ int db_roll(struct bdb *db)
 	/* Give back the reservation past the last record; losing this
 	 * truncate in a crash only wastes space. */
 	db->env->io->ops->truncate(s->seg->file, db->tail);
-	seg_truncated(s->seg, db->tail);
 	pthread_rwlock_wrlock(&db->segs_lock);
 	s->sealed = true;
 	s->used = db->tail;
