@@ -606,8 +606,10 @@ struct bodynums {
 	bool taken;
 };
 
-static int nums_load_in(struct btxn *txn, uint32_t t_meta,
-			struct bodynums *nums)
+/* meta "next_body" (1 when absent), read once in a transaction (a bulk,
+ * or a GC batch moving retained bodies). */
+static int nums_load(struct btxn *txn, uint32_t t_meta,
+		     struct bodynums *nums)
 {
 	struct bval v = { 0 };
 	int rc = btxn_get(txn, t_meta, NEXT_BODY, strlen(NEXT_BODY), &v);
@@ -616,8 +618,8 @@ static int nums_load_in(struct btxn *txn, uint32_t t_meta,
 	return meta_number(rc, &v, 8, &nums->next);
 }
 
-static int nums_store_in(struct btxn *txn, uint32_t t_meta,
-			 const struct bodynums *nums)
+static int nums_store(struct btxn *txn, uint32_t t_meta,
+		      const struct bodynums *nums)
 {
 	uint8_t v[8];
 
@@ -1282,18 +1284,6 @@ static int put_fail_all(struct doc_put *req, size_t n, int rc)
 	return rc;
 }
 
-/* meta "next_body" (1 when absent) at the start of a bulk. */
-static int nums_load(struct docdb *d, struct btxn *txn, struct bodynums *nums)
-{
-	return nums_load_in(txn, d->t_meta, nums);
-}
-
-static int nums_store(struct docdb *d, struct btxn *txn,
-		      const struct bodynums *nums)
-{
-	return nums_store_in(txn, d->t_meta, nums);
-}
-
 /* May the bulk's commit return before it is durable (DOC_PUT_NOSYNC)? */
 static bool all_lazy(const struct doc_put *req, size_t n)
 {
@@ -1311,7 +1301,7 @@ static int put_bulk(struct docdb *d, struct btxn *txn, struct doc_put *req,
 	int64_t now = now_ms();
 	struct bodynums nums;
 	bool any = false, wrote;
-	int rc = nums_load(d, txn, &nums);
+	int rc = nums_load(txn, d->t_meta, &nums);
 
 	for (size_t i = 0; i < n && !rc; i++) {
 		if (req[i].rc)
@@ -1323,7 +1313,7 @@ static int put_bulk(struct docdb *d, struct btxn *txn, struct doc_put *req,
 			rc = 0;       /* that request's failure alone */
 	}
 	if (!rc && any)
-		rc = nums_store(d, txn, &nums);
+		rc = nums_store(txn, d->t_meta, &nums);
 	if (rc || !any) {
 		btxn_abort(txn);
 		return rc ? put_fail_all(req, n, rc) : 0;
@@ -1408,7 +1398,7 @@ static int retained_move(void *arg, struct btxn *txn, uint32_t table,
 	if ((rc = docrec_split(val, vlen, &old)) ||
 	    (rc = bdb_table(db, "revs", &t_revs)) ||
 	    (rc = bdb_table(db, "meta", &t_meta)) ||
-	    (rc = nums_load_in(txn, t_meta, &nums)))
+	    (rc = nums_load(txn, t_meta, &nums)))
 		goto out;
 	revs_key(nums.next, rkey);
 	if ((rc = revtree_set_body(t, &f.rev, true, nums.next)) ||
@@ -1417,7 +1407,7 @@ static int retained_move(void *arg, struct btxn *txn, uint32_t table,
 		goto out;
 	nums.next++;
 	nums.taken = true;
-	if ((rc = nums_store_in(txn, t_meta, &nums)) ||
+	if ((rc = nums_store(txn, t_meta, &nums)) ||
 	    (rc = docrec_build(t, now.winner, now.winner_len, NULL, &doc,
 			       &dlen)) ||
 	    (rc = btxn_rewrite(txn, table, key, klen, doc, dlen)))

@@ -1546,6 +1546,36 @@ START_TEST(test_bodies_follow_winner)
 }
 END_TEST
 
+/* One bulk writes a document twice (replicated revisions 1-a, then 2-b on
+ * it): the record the first write made is not final before the commit,
+ * so 1-a's body takes a number in "revs" instead of being retained; it
+ * reads back before and after GC. */
+START_TEST(test_bulk_twice_not_retained)
+{
+	struct rev a = R("1-a");
+	struct doc_put p[2];
+	struct fx f;
+
+	fx_open(&f);
+	req_init(&p[0], "t", "{\"_rev\":\"1-a\",\"v\":\"one\"}");
+	req_init(&p[1], "t", "{\"_revisions\":{\"start\":2,\"ids\":[\"b\","
+		 "\"a\"]},\"v\":\"two\"}");
+	p[0].flags = p[1].flags = DOC_PUT_REPLICATED;
+	OK(docdb_put(f.d, p, 2));
+	OK(p[0].rc);
+	OK(p[1].rc);
+	expect_winner(f.d, "t", "2-b", false);
+	ck_assert_uint_eq(table_count(f.d, "revs"), 1);
+	expect_member(f.d, "t", NULL, 0, "v", "two");
+	expect_member(f.d, "t", &a, 0, "v", "one");
+	gc_all(f.d);
+	fx_reopen(&f);
+	expect_member(f.d, "t", &a, 0, "v", "one");
+	ck_assert_uint_eq(table_count(f.d, "revs"), 1);
+	fx_close(&f);
+}
+END_TEST
+
 /* keep_bodies 2 keeps the last 2 bodies per branch and the branch point. */
 START_TEST(test_keep_bodies)
 {
@@ -3217,6 +3247,7 @@ static Suite *docdb_suite(void)
 	tcase_add_test(tc, test_revs_limit);
 	tcase_add_test(tc, test_keep_bodies);
 	tcase_add_test(tc, test_bodies_follow_winner);
+	tcase_add_test(tc, test_bulk_twice_not_retained);
 	tcase_add_test(tc, test_changes);
 	tcase_add_test(tc, test_changes_all_leaves);
 	tcase_add_test(tc, test_subscription_wakes);
