@@ -1,7 +1,9 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,10 +30,10 @@ int bbuf_reserve(struct bbuf *b, size_t n)
 
 int bbuf_add(struct bbuf *b, const void *s, size_t n)
 {
-	int rc = bbuf_reserve(b, n);
+	int rc = b->err ? b->err : bbuf_reserve(b, n);
 
 	if (rc)
-		return rc;
+		return b->err = rc;
 	if (n)
 		memcpy(b->p + b->len, s, n);
 	b->len += n;
@@ -42,6 +44,25 @@ int bbuf_add(struct bbuf *b, const void *s, size_t n)
 int bbuf_adds(struct bbuf *b, const char *s)
 {
 	return bbuf_add(b, s, strlen(s));
+}
+
+int bbuf_addf(struct bbuf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n, rc;
+
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return b->err = b->err ? b->err : -EINVAL;
+	if ((rc = b->err ? b->err : bbuf_reserve(b, (size_t)n)))
+		return b->err = rc;
+	va_start(ap, fmt);
+	vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	b->len += (size_t)n;
+	return 0;
 }
 
 /* One byte of a JSON string that must be escaped: \" \\ or \u00XX. */

@@ -21,6 +21,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "engine/bbuf.h"
 #include "engine/db.h"
 #include "engine/docdb.h"
 #include "engine/error.h"
@@ -966,59 +967,16 @@ static int api_all_docs(struct hreq *r, struct docdb *d, bool design)
 
 /* ---- _changes ---- */
 
-/* A growing text buffer. */
-struct sbuf {
-	char *p;
-	size_t len, cap;
-	int err;                    /* -ENOMEM once an append failed */
-};
-
-static void sbuf_add(struct sbuf *b, const char *s, size_t n)
-{
-	if (b->err)
-		return;
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 4096;
-		char *p;
-
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		if (!(p = realloc(b->p, cap))) {
-			b->err = -ENOMEM;
-			return;
-		}
-		b->p = p;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
-
-static void sbuf_addf(struct sbuf *b, const char *fmt, ...)
-{
-	char tmp[256];
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-	va_end(ap);
-	if (n > 0)
-		sbuf_add(b, tmp, (size_t)n < sizeof(tmp) ? (size_t)n
-							  : sizeof(tmp) - 1);
-}
-
-static void sbuf_addj(struct sbuf *b, struct json_object *j)
+static void bbuf_addj(struct bbuf *b, struct json_object *j)
 {
 	size_t len;
 	const char *s = json_object_to_json_string_length(j, API_JSON_FLAGS,
 							  &len);
 
-	if (!s)
+	if (!s && !b->err)
 		b->err = -ENOMEM;
-	else
-		sbuf_add(b, s, len);
+	else if (s)
+		bbuf_add(b, s, len);
 }
 
 enum feed_mode { FEED_NORMAL, FEED_LONGPOLL, FEED_CONTINUOUS, FEED_EVENTSOURCE };
@@ -1058,7 +1016,7 @@ struct feed {
 	enum feed_phase phase;
 	struct bsnap *snap;           /* during a scan */
 	uint64_t scanned;             /* rows scanned by this scan */
-	struct sbuf out;
+	struct bbuf out;
 	size_t outpos;
 };
 
@@ -1133,15 +1091,15 @@ static int feed_cb(void *arg, const struct doc_row *row)
 	if ((rc = feed_row_json(f, row, &j)))
 		return rc;
 	if (f->mode == FEED_EVENTSOURCE)
-		sbuf_add(&f->out, "data: ", 6);
+		bbuf_add(&f->out, "data: ", 6);
 	else if (f->mode != FEED_CONTINUOUS && f->sent)
-		sbuf_add(&f->out, ",\n", 2);
-	sbuf_addj(&f->out, j);
+		bbuf_add(&f->out, ",\n", 2);
+	bbuf_addj(&f->out, j);
 	json_object_put(j);
 	if (f->mode == FEED_EVENTSOURCE)
-		sbuf_addf(&f->out, "\nid: %" PRIu64 "\n\n", row->seq);
+		bbuf_addf(&f->out, "\nid: %" PRIu64 "\n\n", row->seq);
 	else if (f->mode == FEED_CONTINUOUS)
-		sbuf_add(&f->out, "\n", 1);
+		bbuf_add(&f->out, "\n", 1);
 	f->last_seq = row->seq;
 	f->sent++;
 	if (f->limit && f->sent >= f->limit) {
@@ -1203,7 +1161,7 @@ static void feed_wait(struct feed *f)
 	int64_t now = now_ms(), until = now + 1000;
 
 	if (f->heartbeat && now >= f->next_beat) {
-		sbuf_add(&f->out, "\n", 1);
+		bbuf_add(&f->out, "\n", 1);
 		f->next_beat = now + f->heartbeat;
 		return;
 	}
@@ -1248,7 +1206,7 @@ static int feed_step(struct feed *f)
 	switch (f->phase) {
 	case PH_PREFIX:
 		if (f->mode == FEED_NORMAL || f->mode == FEED_LONGPOLL)
-			sbuf_add(&f->out, "{\"results\":[\n", 13);
+			bbuf_add(&f->out, "{\"results\":[\n", 13);
 		f->phase = PH_ROWS;
 		return 0;
 	case PH_ROWS:
@@ -1257,12 +1215,12 @@ static int feed_step(struct feed *f)
 		if (!f->desc && !f->limited)
 			f->last_seq = f->since;
 		if (f->mode == FEED_NORMAL || f->mode == FEED_LONGPOLL)
-			sbuf_addf(&f->out, "%s],\n\"last_seq\":%" PRIu64
+			bbuf_addf(&f->out, "%s],\n\"last_seq\":%" PRIu64
 				  ",\"pending\":%" PRIu64 "}\n",
 				  f->sent ? "\n" : "", f->last_seq,
 				  feed_pending(f));
 		else if (f->mode == FEED_CONTINUOUS)
-			sbuf_addf(&f->out, "{\"last_seq\":%" PRIu64
+			bbuf_addf(&f->out, "{\"last_seq\":%" PRIu64
 				  ",\"pending\":%" PRIu64 "}\n", f->last_seq,
 				  feed_pending(f));
 		f->phase = PH_END;

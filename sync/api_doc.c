@@ -23,6 +23,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "engine/bbuf.h"
 #include "engine/error.h"
 #include "sync/api.h"
 #include "engine/hex.h"
@@ -33,76 +34,6 @@
 #define MP_MAX_BOUNDARY 200u    /* characters of a boundary we accept */
 #define MP_MAX_CTYPE 256u       /* bytes of a part's Content-Type kept */
 #define JSON_OUT (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
-
-/* ---- a growing text buffer ---- */
-
-struct sbuf {
-	char *p;
-	size_t len, cap;
-	bool oom;                 /* an append failed: the text is cut */
-};
-
-static void sb_add(struct sbuf *b, const void *s, size_t n)
-{
-	if (b->oom)
-		return;
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 256;
-		char *p;
-
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		if (!(p = realloc(b->p, cap))) {
-			b->oom = true;
-			return;
-		}
-		b->p = p;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
-
-static void sb_str(struct sbuf *b, const char *s)
-{
-	sb_add(b, s, strlen(s));
-}
-
-static void __attribute__((format(printf, 2, 3)))
-sb_printf(struct sbuf *b, const char *fmt, ...)
-{
-	char stack[512];
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(stack, sizeof(stack), fmt, ap);
-	va_end(ap);
-	if (n < 0) {
-		b->oom = true;
-	} else if ((size_t)n < sizeof(stack)) {
-		sb_add(b, stack, (size_t)n);
-	} else {
-		char *big = malloc((size_t)n + 1);
-
-		if (!big) {
-			b->oom = true;
-			return;
-		}
-		va_start(ap, fmt);
-		vsnprintf(big, (size_t)n + 1, fmt, ap);
-		va_end(ap);
-		sb_add(b, big, (size_t)n);
-		free(big);
-	}
-}
-
-static void sb_release(struct sbuf *b)
-{
-	free(b->p);
-	memset(b, 0, sizeof(*b));
-}
 
 /* ---- small helpers ---- */
 
@@ -213,7 +144,7 @@ static void random_hex(char *out, size_t ndigits)
 }
 
 /* Percent-encode s (n bytes) for a URL path, keeping keep_slash '/'. */
-static void sb_url(struct sbuf *b, const char *s, size_t n, bool keep_slash)
+static void add_url(struct bbuf *b, const char *s, size_t n, bool keep_slash)
 {
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)s[i];
@@ -221,9 +152,9 @@ static void sb_url(struct sbuf *b, const char *s, size_t n, bool keep_slash)
 		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
 		    (c >= '0' && c <= '9') || c == '-' || c == '.' ||
 		    c == '_' || c == '~' || (c == '/' && keep_slash))
-			sb_add(b, s + i, 1);
+			bbuf_add(b, s + i, 1);
 		else
-			sb_printf(b, "%%%02X", c);
+			bbuf_addf(b, "%%%02X", c);
 	}
 }
 
@@ -232,22 +163,22 @@ static int add_location(struct hreq *r, const char *id, size_t idlen,
 			const char *name)
 {
 	const char *host = hreq_header(r, "Host");
-	struct sbuf b = { 0 };
+	struct bbuf b = { 0 };
 	bool design = idlen > strlen(DOC_DESIGN_PREFIX) &&
 		      !memcmp(id, DOC_DESIGN_PREFIX, strlen(DOC_DESIGN_PREFIX));
 	int rc;
 
-	sb_printf(&b, "http://%s/", host ? host : "localhost");
+	bbuf_addf(&b, "http://%s/", host ? host : "localhost");
 	if (r->npath)
-		sb_url(&b, r->path[0], strlen(r->path[0]), false);
-	sb_str(&b, "/");
-	sb_url(&b, id, idlen, design);
+		add_url(&b, r->path[0], strlen(r->path[0]), false);
+	bbuf_adds(&b, "/");
+	add_url(&b, id, idlen, design);
 	if (name) {
-		sb_str(&b, "/");
-		sb_url(&b, name, strlen(name), false);
+		bbuf_adds(&b, "/");
+		add_url(&b, name, strlen(name), false);
 	}
-	rc = b.oom ? -ENOMEM : hreq_header_add(r, "Location", b.p);
-	sb_release(&b);
+	rc = b.err ? b.err : hreq_header_add(r, "Location", b.p);
+	bbuf_release(&b);
 	return rc;
 }
 
@@ -650,7 +581,7 @@ struct ostream {
 	struct oseg *segs;
 	size_t nsegs, cap;
 	uint64_t total;
-	struct sbuf text;         /* text not yet made a piece */
+	struct bbuf text;         /* text not yet made a piece */
 	bool oom;
 	size_t cur;               /* stream state: piece at curpos */
 	uint64_t curpos;
@@ -667,7 +598,7 @@ static void os_free(void *arg)
 	for (size_t i = 0; i < os->nsegs; i++)
 		free(os->segs[i].buf);
 	free(os->segs);
-	sb_release(&os->text);
+	bbuf_release(&os->text);
 	if (os->snap)
 		bsnap_release(os->snap);
 	free(os);
@@ -695,7 +626,7 @@ static void os_flush(struct ostream *os)
 {
 	struct oseg *s;
 
-	if (os->text.oom)
+	if (os->text.err)
 		os->oom = true;
 	if (!os->text.len || os->oom)
 		return;
@@ -1010,8 +941,8 @@ static void os_quoted(struct ostream *os, const char *s)
 {
 	for (; *s; s++) {
 		if (*s == '"' || *s == '\\')
-			sb_add(&os->text, "\\", 1);
-		sb_add(&os->text, s, 1);
+			bbuf_add(&os->text, "\\", 1);
+		bbuf_add(&os->text, s, 1);
 	}
 }
 
@@ -1031,7 +962,7 @@ static int mp_orev(struct ostream *os, const char *ob, struct orev *v,
 
 	if (v->rc) {
 		rev_format(&v->rev, rs, sizeof(rs));
-		sb_printf(&os->text, "\r\nContent-Type: application/json; "
+		bbuf_addf(&os->text, "\r\nContent-Type: application/json; "
 			  "error=\"true\"\r\n\r\n{\"missing\":\"%s\"}\r\n--%s",
 			  rs, ob);
 		return 0;
@@ -1041,32 +972,32 @@ static int mp_orev(struct ostream *os, const char *ob, struct orev *v,
 	for (size_t i = 0; i < v->doc.natts; i++)
 		nfollow += att_has_data(&v->doc.atts[i], ro, since);
 	if (!nfollow) {
-		sb_str(&os->text, "\r\nContent-Type: application/json\r\n\r\n");
-		sb_str(&os->text, json_object_to_json_string_ext(j, JSON_OUT));
-		sb_printf(&os->text, "\r\n--%s", ob);
+		bbuf_adds(&os->text, "\r\nContent-Type: application/json\r\n\r\n");
+		bbuf_adds(&os->text, json_object_to_json_string_ext(j, JSON_OUT));
+		bbuf_addf(&os->text, "\r\n--%s", ob);
 		json_object_put(j);
 		return 0;
 	}
 	random_hex(ib, BOUNDARY_LEN);
-	sb_printf(&os->text, "\r\nContent-Type: multipart/related; "
+	bbuf_addf(&os->text, "\r\nContent-Type: multipart/related; "
 		  "boundary=\"%s\"\r\n\r\n--%s\r\nContent-Type: "
 		  "application/json\r\n\r\n", ib, ib);
-	sb_str(&os->text, json_object_to_json_string_ext(j, JSON_OUT));
+	bbuf_adds(&os->text, json_object_to_json_string_ext(j, JSON_OUT));
 	json_object_put(j);
 	for (size_t i = 0; i < v->doc.natts; i++) {
 		const struct doc_att *a = &v->doc.atts[i];
 
 		if (!att_has_data(a, ro, since))
 			continue;
-		sb_printf(&os->text, "\r\n--%s\r\nContent-Disposition: "
+		bbuf_addf(&os->text, "\r\n--%s\r\nContent-Disposition: "
 			  "attachment; filename=\"", ib);
 		os_quoted(os, a->name);
-		sb_printf(&os->text, "\"\r\nContent-Type: %s\r\n"
+		bbuf_addf(&os->text, "\"\r\nContent-Type: %s\r\n"
 			  "Content-Length: %llu\r\n\r\n", a->content_type,
 			  (unsigned long long)a->length);
 		os_blob(os, a, 0, a->length);
 	}
-	sb_printf(&os->text, "\r\n--%s--\r\n--%s", ib, ob);
+	bbuf_addf(&os->text, "\r\n--%s--\r\n--%s", ib, ob);
 	return 0;
 }
 
@@ -1086,10 +1017,10 @@ static int open_revs_multipart(struct hreq *r, struct docdb *d,
 	ro.attachments = true;
 	random_hex(ob, BOUNDARY_LEN);
 	snprintf(ctype, sizeof(ctype), "multipart/mixed; boundary=\"%s\"", ob);
-	sb_printf(&os->text, "--%s", ob);
+	bbuf_addf(&os->text, "--%s", ob);
 	for (size_t i = 0; !rc && i < ov->n; i++)
 		rc = mp_orev(os, ob, &ov->v[i], &ro);
-	sb_str(&os->text, "--");
+	bbuf_adds(&os->text, "--");
 	if (rc) {
 		os_free(os);
 		return reply_rc(r, rc, NULL);
