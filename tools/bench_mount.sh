@@ -37,6 +37,9 @@
 set -u
 
 prog=bench_mount.sh
+# shellcheck source=tools/bench_lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/bench_lib.sh"
+ROW_LABEL_WIDTH=24 ROW_CELL_WIDTH=11
 builddir=.
 files=10000
 rounds=3
@@ -351,25 +354,6 @@ bench_barrelfs() {
 }
 
 # ---- the report ----
-
-# awk does the arithmetic; these print one formatted number.
-# The median of the numbers given.
-median() {
-	printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
-		END { print NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-
-calc() {
-	awk "BEGIN { printf \"$1\", $2 }"
-}
-
-# Print row label $1 then the cells "${@:2}", right-aligned.
-row() {
-	printf '%-24s' "$1"
-	shift
-	printf ' %11s' "$@"
-	printf '\n'
-}
 
 # The cells of target $1 from the array named $2, in format $3.
 cells() {

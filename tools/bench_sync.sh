@@ -54,6 +54,9 @@ set -u
 
 prog=bench_sync.sh
 srcdir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+# shellcheck source=tools/bench_lib.sh
+. "$srcdir/tools/bench_lib.sh"
+ROW_LABEL_WIDTH=12 ROW_CELL_WIDTH=12
 builddir=.
 tmpbase=
 docs=10000
@@ -608,23 +611,6 @@ bench_pouchdb() {
 }
 
 # ---- the report ----
-
-median() {
-	printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
-		END { print NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-
-calc() {
-	awk "BEGIN { printf \"$1\", $2 }"
-}
-
-# Print row label $1 then the cells "${@:2}", right-aligned.
-row() {
-	printf '%-12s' "$1"
-	shift
-	printf ' %12s' "$@"
-	printf '\n'
-}
 
 # The bytes both ways of tool $1, phase $2 ("" when not measured).
 wire_total() {

@@ -15,7 +15,7 @@ dist_man_MANS += man/barrelctl.1
 noinst_PROGRAMS = bench_fs
 bench_fs_SOURCES = tools/bench_fs.c
 bench_fs_LDADD =
-EXTRA_DIST += tools/bench_mount.sh tools/bench_sync.sh tools/bench_sync_proxy.js
+EXTRA_DIST += tools/bench_lib.sh tools/bench_mount.sh tools/bench_sync.sh tools/bench_sync_proxy.js
 
 # The view benchmark of `make bench`: bench_view indexes and queries a
 # view of barrelfs, tools/bench_view.js the same in PouchDB, and
