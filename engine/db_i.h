@@ -304,9 +304,12 @@ uint64_t db_oldest_version(struct bdb *db);
 /* Read a record through the buffers or the file; *payload malloc'ed. */
 int db_read_record(struct bdb *db, bptr addr, uint32_t size, uint8_t type,
 		   void **payload, uint32_t *len);
+/* The first n bytes of the record at addr (frame, then payload), through
+ * the buffers or the file, unvalidated but for a sane length. */
+int db_read_head(struct bdb *db, bptr addr, uint8_t *head, size_t n);
 /* Read the record at addr whatever its size (read from its frame). */
 int db_read_record_at(struct bdb *db, bptr addr, uint8_t type,
-		      void **payload, uint32_t *len, uint32_t *size);
+		      void **payload, uint32_t *len);
 /* The value of the PUT payload (malloc'ed, len bytes) into out, when it is
  * a put of table and key; else BARREL_E_CORRUPT (logged with addr). The
  * payload is consumed either way. */

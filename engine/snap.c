@@ -218,42 +218,43 @@ int db_read_record(struct bdb *db, bptr addr, uint32_t size, uint8_t type,
 	return err;
 }
 
-int db_read_record_at(struct bdb *db, bptr addr, uint8_t type,
-		      void **payload, uint32_t *len, uint32_t *size)
+int db_read_head(struct bdb *db, bptr addr, uint8_t *head, size_t n)
 {
-	uint8_t frame[REC_HEADER_SIZE];
 	struct db_seg *s;
-	uint32_t plen;
 	ssize_t got = -1;
 
 	pthread_mutex_lock(&db->stage_lock);
-	if (wbuf_copy(&db->staged, addr, sizeof(frame), frame) ||
-	    wbuf_copy(&db->inflight, addr, sizeof(frame), frame))
-		got = sizeof(frame);
+	if (wbuf_copy(&db->staged, addr, n, head) ||
+	    wbuf_copy(&db->inflight, addr, n, head))
+		got = (ssize_t)n;
 	pthread_mutex_unlock(&db->stage_lock);
 	if (got < 0) {
 		pthread_rwlock_rdlock(&db->segs_lock);
 		s = db_seg_find(db, bptr_seg(addr));
 		pthread_rwlock_unlock(&db->segs_lock);
-		if (s)
-			got = s->seg->io->ops->read(s->seg->file, frame,
-						    sizeof(frame),
-						    bptr_off(addr));
-		else
-			got = 0;
+		got = s ? s->seg->io->ops->read(s->seg->file, head, n,
+						bptr_off(addr)) : 0;
 		if (got < 0)
 			return (int)got;
 	}
-	/* The frame is unchecked here: db_read_record() validates it all. */
-	plen = get_le32(frame + 12);
-	if (got != (ssize_t)sizeof(frame) || plen > REC_MAX_PAYLOAD) {
+	if (got != (ssize_t)n || get_le32(head + 12) > REC_MAX_PAYLOAD) {
 		barrel_log(BLOG_ERR, "%s: corrupt record: seg=%u off=%u: no "
 			   "record at a retained address", db->name,
 			   bptr_seg(addr), bptr_off(addr));
 		return BARREL_E_CORRUPT;
 	}
-	*size = rec_size(plen);
-	return db_read_record(db, addr, *size, type, payload, len);
+	return 0;
+}
+
+int db_read_record_at(struct bdb *db, bptr addr, uint8_t type,
+		      void **payload, uint32_t *len)
+{
+	uint8_t frame[REC_HEADER_SIZE];
+	int err = db_read_head(db, addr, frame, sizeof(frame));
+
+	/* The frame is unchecked here: db_read_record() validates it all. */
+	return err ? err : db_read_record(db, addr, rec_size(get_le32(frame + 12)),
+					  type, payload, len);
 }
 
 int db_put_value(struct bdb *db, void *payload, uint32_t len, uint32_t table,
@@ -378,13 +379,13 @@ int bsnap_get(struct bsnap *s, uint32_t table, const void *key, size_t klen,
 int bsnap_get_at(struct bsnap *s, uint32_t table, const void *key,
 		 size_t klen, uint64_t addr, struct bval *out)
 {
-	uint32_t len, size;
 	void *payload;
+	uint32_t len;
 	int err;
 
 	if (!snap_table(s, table))
 		return BARREL_E_NOTFOUND;
-	err = db_read_record_at(s->db, addr, REC_PUT, &payload, &len, &size);
+	err = db_read_record_at(s->db, addr, REC_PUT, &payload, &len);
 	return err ? err : db_put_value(s->db, payload, len, table, key, klen,
 					addr, out);
 }

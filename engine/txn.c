@@ -1051,45 +1051,34 @@ int btxn_get_at(struct btxn *t, uint32_t table, const void *key,
 		size_t klen, uint64_t addr, struct bval *out)
 {
 	const uint8_t *rec = txn_own_record(t, addr);
-	uint32_t len, size;
 	void *payload;
+	uint32_t len;
 	int err;
 
 	if (rec)
 		return txn_own_value(t, rec, table, key, klen, addr, out);
-	err = db_read_record_at(t->db, addr, REC_PUT, &payload, &len, &size);
+	err = db_read_record_at(t->db, addr, REC_PUT, &payload, &len);
 	return err ? err : db_put_value(t->db, payload, len, table, key, klen,
 					addr, out);
 }
 
 int btxn_release(struct btxn *t, uint32_t table, uint64_t addr)
 {
-	const uint8_t *rec = txn_own_record(t, addr);
-	uint32_t len, size;
-	struct db_put p;
-	void *payload;
-	int err;
+	uint8_t buf[REC_HEADER_SIZE + 4];   /* the frame and a put's table */
+	const uint8_t *head = txn_own_record(t, addr);
+	int err = head ? 0 : db_read_head(t->db, addr, buf, sizeof(buf));
 
-	if (rec) {
-		size = rec_size(get_le32(rec + 12));
-		err = rec[8] == REC_PUT ? 0 : BARREL_E_CORRUPT;
-		if (!err)
-			err = db_put_decode(rec + REC_HEADER_SIZE,
-					    get_le32(rec + 12), &p);
-	} else {
-		err = db_read_record_at(t->db, addr, REC_PUT, &payload, &len,
-					&size);
-		if (!err) {
-			err = db_put_decode(payload, len, &p);
-			free(payload);
-		}
-	}
-	if (!err && p.table != table)
+	/* Only the size is needed (the record was read when it was named);
+	 * the type and table catch an address that is not the table's. */
+	if (!head)
+		head = buf;
+	if (!err && (head[8] != REC_PUT ||
+		     get_le32(head + REC_HEADER_SIZE) != table))
 		err = BARREL_E_CORRUPT;
 	if (err)
 		return err;
 	acct_txn = t;
-	db_live_add(t->db, addr, -(int64_t)size);
+	db_live_add(t->db, addr, -(int64_t)rec_size(get_le32(head + 12)));
 	acct_txn = NULL;
 	return 0;
 }
