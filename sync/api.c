@@ -29,6 +29,7 @@
 #include "sync/api.h"
 #include "sync/catalog.h"
 #include "sync/http.h"
+#include "sync/url.h"
 
 #define API_COUCH_VERSION "3.3.3"
 #define API_JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
@@ -428,44 +429,20 @@ static int api_all_dbs(struct hreq *r)
 
 /* ---- /{db} ---- */
 
-/* Append s percent-encoded as a path segment to buf (size >= 3 * len + 1). */
-static size_t pct_encode(const char *s, char *buf)
-{
-	static const char hex[] = "0123456789ABCDEF";
-	size_t j = 0;
-
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-		    (*p >= '0' && *p <= '9') || strchr("-._~()$+", *p)) {
-			buf[j++] = (char)*p;
-		} else {
-			buf[j++] = '%';
-			buf[j++] = hex[*p >> 4];
-			buf[j++] = hex[*p & 15];
-		}
-	}
-	buf[j] = '\0';
-	return j;
-}
-
 /* "Location: /db[/id]" (CouchDB gives a URL; a path resolves the same). */
 static int add_location(struct hreq *r, const char *db, const char *id)
 {
-	size_t dlen = strlen(db), ilen = id ? strlen(id) : 0;
-	char *buf = malloc(3 * (dlen + ilen) + 3);
-	size_t n = 0;
-	int rc;
+	char *edb = url_escape(db, false), *eid = id ? url_escape(id, true)
+						       : NULL;
+	struct bbuf b = { 0 };
+	int rc = -ENOMEM;
 
-	if (!buf)
-		return -ENOMEM;
-	buf[n++] = '/';
-	n += pct_encode(db, buf + n);
-	if (id) {
-		buf[n++] = '/';
-		pct_encode(id, buf + n);
-	}
-	rc = hreq_header_add(r, "Location", buf);
-	free(buf);
+	if (edb && (!id || eid) &&
+	    !(rc = bbuf_addf(&b, "/%s%s%s", edb, id ? "/" : "", id ? eid : "")))
+		rc = hreq_header_add(r, "Location", b.p);
+	bbuf_release(&b);
+	free(eid);
+	free(edb);
 	return rc;
 }
 

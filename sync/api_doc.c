@@ -26,7 +26,7 @@
 #include "engine/bbuf.h"
 #include "engine/error.h"
 #include "sync/api.h"
-#include "engine/hex.h"
+#include "sync/url.h"
 
 #define B64_PIECE 49152u        /* attachment bytes encoded at a time (3k) */
 #define ATT_PIECE (1u << 20)    /* upload bytes written at a time */
@@ -1558,28 +1558,6 @@ static int doc_delete(struct hreq *r, struct docdb *d, const char *id,
 	return reply_put(r, rc, &p, 200, NULL);
 }
 
-/* Percent-decode s (n bytes) into out (size bytes); false when it does
- * not fit. */
-static bool url_decode(const char *s, size_t n, char *out, size_t size)
-{
-	size_t o = 0;
-
-	for (size_t i = 0; i < n; i++) {
-		if (o + 1 >= size)
-			return false;
-		if (s[i] == '%' && i + 2 < n && hex_digit(s[i + 1]) >= 0 &&
-		    hex_digit(s[i + 2]) >= 0) {
-			out[o++] = (char)(hex_digit(s[i + 1]) * 16 +
-					  hex_digit(s[i + 2]));
-			i += 2;
-		} else {
-			out[o++] = s[i];
-		}
-	}
-	out[o] = '\0';
-	return true;
-}
-
 /* COPY /{db}/{id} with Destination: "ID" or "ID?rev=R". */
 static int doc_copy(struct hreq *r, struct docdb *d, const char *id,
 		    size_t idlen)
@@ -1588,23 +1566,30 @@ static int doc_copy(struct hreq *r, struct docdb *d, const char *id,
 	struct doc_put p = { 0 };
 	struct json_object *j = NULL;
 	struct doc src = { 0 };
-	char did[DOC_MAX_ID + 1];
+	char *did = NULL;
 	struct rev srev, drev;
 	int rc;
 
 	if (!dest)
 		return reply_bad(r, "Destination header is mandatory for COPY.");
 	q = strchr(dest, '?');
-	if (!url_decode(dest, q ? (size_t)(q - dest) : strlen(dest), did,
-			sizeof(did)) || !docdb_id_valid(did, strlen(did)))
-		return reply_illegal_id(r, did);
-	if (q && (strncmp(q, "?rev=", 5) || parse_rev_str(q + 5, &drev)))
-		return reply_bad(r, "Invalid rev format");
-	if ((qs = hreq_arg(r, "rev")) && parse_rev_str(qs, &srev))
-		return reply_bad(r, "Invalid rev format");
-	if ((rc = docdb_get(d, NULL, id, idlen, qs ? &srev : NULL, 0, &src)))
-		return reply_rc(r, rc, src.deleted && !qs ? "deleted" : "missing");
-	if (!(rc = doc_json(&src, 0, &j))) {
+	rc = url_unescape(dest, q ? (size_t)(q - dest) : strlen(dest), false,
+			  &did);
+	if (rc == BARREL_E_INVALID)
+		return reply_bad(r, "Invalid percent-encoding in the "
+				 "Destination header");
+	if (rc)
+		return reply_rc(r, rc, NULL);
+	if (!docdb_id_valid(did, strlen(did)))
+		rc = reply_illegal_id(r, did);
+	else if (q && (strncmp(q, "?rev=", 5) || parse_rev_str(q + 5, &drev)))
+		rc = reply_bad(r, "Invalid rev format");
+	else if ((qs = hreq_arg(r, "rev")) && parse_rev_str(qs, &srev))
+		rc = reply_bad(r, "Invalid rev format");
+	else if ((rc = docdb_get(d, NULL, id, idlen, qs ? &srev : NULL, 0,
+				 &src)))
+		rc = reply_rc(r, rc, src.deleted && !qs ? "deleted" : "missing");
+	else if (!(rc = doc_json(&src, 0, &j))) {
 		p.id = did;
 		p.idlen = strlen(did);
 		p.body = json_object_to_json_string_ext(j, JSON_OUT);
@@ -1619,6 +1604,7 @@ static int doc_copy(struct hreq *r, struct docdb *d, const char *id,
 	}
 	json_object_put(j);
 	doc_release(&src);
+	free(did);
 	return rc;
 }
 

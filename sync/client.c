@@ -19,6 +19,7 @@
 
 #include "engine/error.h"
 #include "sync/client.h"
+#include "sync/url.h"
 
 #define CLIENT_MAX_REPLY (1ull << 30)   /* bytes of a reply body */
 #define CLIENT_CANCEL_POLL_MS 50u
@@ -77,73 +78,6 @@ void client_opts_init(struct client_opts *o)
 
 /* ---- specs ---- */
 
-static int client_hexval(char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
-/* len bytes of s, percent-decoded, as a malloc'ed string. */
-static char *client_unescape(const char *s, size_t len)
-{
-	char *out = malloc(len + 1);
-	size_t n = 0;
-
-	if (!out)
-		return NULL;
-	for (size_t i = 0; i < len; i++) {
-		int hi, lo;
-
-		if (s[i] == '%' && i + 2 < len &&
-		    (hi = client_hexval(s[i + 1])) >= 0 &&
-		    (lo = client_hexval(s[i + 2])) >= 0) {
-			out[n++] = (char)(hi * 16 + lo);
-			i += 2;
-		} else {
-			out[n++] = s[i];
-		}
-	}
-	out[n] = '\0';
-	return out;
-}
-
-char *client_escape(const char *s, bool doc_id)
-{
-	static const char hex[] = "0123456789ABCDEF";
-	size_t len = strlen(s), keep = 0, n = 0;
-	char *out;
-
-	if (doc_id && !strncmp(s, "_design/", 8))
-		keep = 8;
-	else if (doc_id && !strncmp(s, "_local/", 7))
-		keep = 7;
-	out = malloc(len * 3 + 1);
-	if (!out)
-		return NULL;
-	memcpy(out, s, keep);
-	n = keep;
-	for (size_t i = keep; i < len; i++) {
-		unsigned char ch = (unsigned char)s[i];
-
-		if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
-		    (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' ||
-		    ch == '_' || ch == '~') {
-			out[n++] = (char)ch;
-		} else {
-			out[n++] = '%';
-			out[n++] = hex[ch >> 4];
-			out[n++] = hex[ch & 15];
-		}
-	}
-	out[n] = '\0';
-	return out;
-}
-
 /* a, b and c (each may be "") joined, malloc'ed. */
 static char *client_cat(const char *a, const char *b, const char *c)
 {
@@ -158,11 +92,25 @@ static char *client_cat(const char *a, const char *b, const char *c)
 	return out;
 }
 
+/* s[0..len), a part of the spec that what names, percent-decoded into
+ * *out; a bad escape is BARREL_E_INVALID, explained in err. */
+static int client_unescape(const char *what, const char *s, size_t len,
+			   char **out, char *err)
+{
+	int rc = url_unescape(s, len, false, out);
+
+	if (rc == BARREL_E_INVALID)
+		snprintf(err, CLIENT_ERRLEN, "%s: invalid percent-encoding "
+			 "(a %% is written %%25)", what);
+	return rc;
+}
+
 /* "unix:/path/api.sock:/db" */
 static int client_parse_unix(struct client *c, const char *spec, char *err)
 {
 	const char *rest = spec + 5, *colon = strrchr(rest, ':');
 	char *enc;
+	int rc;
 
 	if (!colon || colon == rest || colon[1] != '/' || !colon[2]) {
 		snprintf(err, CLIENT_ERRLEN,
@@ -170,10 +118,12 @@ static int client_parse_unix(struct client *c, const char *spec, char *err)
 		return BARREL_E_INVALID;
 	}
 	c->sock = strndup(rest, (size_t)(colon - rest));
-	c->db = client_unescape(colon + 2, strlen(colon + 2));
-	if (!c->sock || !c->db)
+	if (!c->sock)
 		return -ENOMEM;
-	enc = client_escape(c->db, false);
+	if ((rc = client_unescape(spec, colon + 2, strlen(colon + 2), &c->db,
+				  err)))
+		return rc;
+	enc = url_escape(c->db, false);
 	if (!enc)
 		return -ENOMEM;
 	c->base = client_cat("http://localhost/", enc, "");
@@ -188,19 +138,23 @@ static int client_parse_unix(struct client *c, const char *spec, char *err)
 	return c->base && c->display ? 0 : -ENOMEM;
 }
 
-/* Split "user:pass@" off the authority [auth, end) into c->user/pass. */
+/* Split "user:pass@" off the authority [auth, at) into c->user/pass
+ * (err never shows them). */
 static int client_parse_userinfo(struct client *c, const char *auth,
-				 const char *at)
+				 const char *at, char *err)
 {
 	const char *colon = memchr(auth, ':', (size_t)(at - auth));
+	int rc;
 
 	if (!colon)
 		colon = at;
-	c->user = client_unescape(auth, (size_t)(colon - auth));
-	c->pass = colon < at ? client_unescape(colon + 1,
-					       (size_t)(at - colon - 1))
-			     : strdup("");
-	return c->user && c->pass ? 0 : -ENOMEM;
+	if ((rc = client_unescape("URL credentials", auth,
+				  (size_t)(colon - auth), &c->user, err)))
+		return rc;
+	if (colon == at)
+		return (c->pass = strdup("")) ? 0 : -ENOMEM;
+	return client_unescape("URL credentials", colon + 1,
+			       (size_t)(at - colon - 1), &c->pass, err);
 }
 
 /* "http(s)://[user:pass@]host[:port][/prefix]/db" */
@@ -214,7 +168,7 @@ static int client_parse_url(struct client *c, const char *spec, char *err)
 	if (!path)
 		path = auth + strlen(auth);
 	at = memchr(auth, '@', (size_t)(path - auth));
-	if (at && (rc = client_parse_userinfo(c, auth, at)) < 0)
+	if (at && (rc = client_parse_userinfo(c, auth, at, err)) < 0)
 		return rc;
 	plen = strlen(path);
 	while (plen > 0 && path[plen - 1] == '/')
@@ -231,9 +185,11 @@ static int client_parse_url(struct client *c, const char *spec, char *err)
 	}
 	host = at ? at + 1 : auth;
 	hlen = (size_t)(path - host) + plen;       /* host, port, path */
-	c->db = client_unescape(dbseg, (size_t)(path + plen - dbseg));
+	if ((rc = client_unescape(at ? "URL" : spec, dbseg,
+				  (size_t)(path + plen - dbseg), &c->db, err)))
+		return rc;
 	c->base = malloc(scheme + hlen + 1);
-	if (!c->db || !c->base)
+	if (!c->base)
 		return -ENOMEM;
 	memcpy(c->base, spec, scheme);
 	memcpy(c->base + scheme, host, hlen);

@@ -90,7 +90,7 @@ enum client_req_flags {
 /*
  * method on the database URL followed by path ("" for the database,
  * "/_changes?since=0", "/_local/x"; the caller escapes it, see
- * client_escape()), with body (len bytes of JSON, NULL: none) and
+ * url_escape() of sync/url.h), with body (len bytes of JSON, NULL: none) and
  * extra headers (NULL-terminated, may be NULL). On return 0, *rep holds
  * the peer's answer whatever its status (release it). A body is sent as
  * application/json unless headers name another Content-Type. Errors, after
@@ -120,13 +120,6 @@ int client_server(struct client *c, struct client_reply *rep, char *err);
  * decodes them). Off by default.
  */
 void client_gzip_requests(struct client *c, bool on);
-
-/*
- * s percent-encoded for a URL path segment or query value (everything
- * but [A-Za-z0-9._~-]); with doc_id, a leading "_design/" or "_local/"
- * keeps its slash. Returns a malloc'ed string (free()), NULL on ENOMEM.
- */
-char *client_escape(const char *s, bool doc_id);
 
 /* Sleep ms unless *o->cancel rises (checked every 50 ms): 0 or
  * -ECANCELED. */

@@ -57,7 +57,7 @@
 #include "sync/api.h"
 #include "sync/catalog.h"
 #include "sync/http.h"
-#include "engine/hex.h"
+#include "sync/url.h"
 
 #define SRV_DEFAULT_NAME "barrelfs"
 #define SRV_STREAM_BLOCK (32u << 10)
@@ -156,45 +156,6 @@ static int read_file(const char *path, size_t max, char **out, struct stat *st)
 out_close:
 	close(fd);
 	return rc;
-}
-
-/*
- * Percent-decode s[0..len) into a new string (*out, malloc'ed); plus
- * turns '+' into a space. BARREL_E_INVALID for a bad escape or a NUL.
- */
-static int pct_decode(const char *s, size_t len, bool plus, char **out)
-{
-	char *d = malloc(len + 1);
-	size_t j = 0;
-
-	if (!d)
-		return -ENOMEM;
-	for (size_t i = 0; i < len; i++) {
-		int hi, lo;
-
-		if (s[i] == '+' && plus) {
-			d[j++] = ' ';
-			continue;
-		}
-		if (s[i] != '%') {
-			d[j++] = s[i];
-			continue;
-		}
-		if (i + 2 >= len)
-			goto out_bad;
-		hi = hex_digit(s[i + 1]);
-		lo = hex_digit(s[i + 2]);
-		if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
-			goto out_bad;
-		d[j++] = (char)(hi << 4 | lo);
-		i += 2;
-	}
-	d[j] = '\0';
-	*out = d;
-	return 0;
-out_bad:
-	free(d);
-	return BARREL_E_INVALID;
 }
 
 /* ---- gzip (Content-Encoding) ---- */
@@ -726,7 +687,7 @@ static int split_path(struct hctx *c, const char *url)
 		size_t len = e ? (size_t)(e - p) : strlen(p);
 		int rc;
 
-		if (len && (rc = pct_decode(p, len, false, &c->r.path[i++])))
+		if (len && (rc = url_unescape(p, len, false, &c->r.path[i++])))
 			return rc;
 		c->r.npath = i;
 		p += len + (e != NULL);
@@ -747,8 +708,8 @@ static enum MHD_Result collect_arg(void *cls, enum MHD_ValueKind kind,
 	c->args = a;
 	a = &c->args[c->nargs];
 	a->name = a->value = NULL;
-	if (pct_decode(key, strlen(key), true, &a->name) ||
-	    pct_decode(value ? value : "", value ? strlen(value) : 0, true,
+	if (url_unescape(key, strlen(key), true, &a->name) ||
+	    url_unescape(value ? value : "", value ? strlen(value) : 0, true,
 		       &a->value)) {
 		free(a->name);
 		c->bad_arg = true;

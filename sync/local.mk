@@ -3,6 +3,7 @@
 noinst_LIBRARIES += libbarrelsync.a
 libbarrelsync_a_SOURCES = \
 	sync/catalog.h sync/catalog.c \
+	sync/url.h sync/url.c \
 	sync/http.h sync/http.c \
 	sync/api.h sync/api.c sync/api_doc.c sync/api_view.c \
 	sync/client.h sync/client.c \

@@ -20,6 +20,7 @@
 #include "engine/error.h"
 #include "sync/client.h"
 #include "sync/repl.h"
+#include "sync/url.h"
 
 #define REPL_ID_VERSION 4         /* "replication_id_version" written */
 #define REPL_HISTORY_MAX 50       /* sessions kept in a checkpoint */
@@ -168,10 +169,10 @@ static void rb_str(struct repl_buf *b, const char *s)
 	rb_add(b, s, strlen(s));
 }
 
-/* s percent-encoded (client_escape()). */
+/* s percent-encoded (url_escape()). */
 static void rb_esc(struct repl_buf *b, const char *s, bool doc_id)
 {
-	char *e = client_escape(s, doc_id);
+	char *e = url_escape(s, doc_id);
 
 	if (!e) {
 		b->oom = true;

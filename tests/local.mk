@@ -71,6 +71,7 @@ EXTRA_DIST += $(FS_TESTS) tests/fs/lib.sh
 
 # Sync: the HTTP API and the replicator over in-process servers (Check).
 SYNC_TESTS = \
+	tests/sync/test_url \
 	tests/sync/test_http \
 	tests/sync/test_api_doc \
 	tests/sync/test_api_view \
@@ -81,6 +82,9 @@ TESTS += $(SYNC_TESTS)
 EXTRA_DIST += tests/sync/synctest.h
 SYNC_TEST_CFLAGS = $(AM_CFLAGS) $(JSONC_CFLAGS) $(CURL_CFLAGS)
 SYNC_TEST_LIBS = $(SYNC_LIBS) $(CHECK_LIBS)
+tests_sync_test_url_SOURCES = tests/sync/test_url.c
+tests_sync_test_url_CFLAGS = $(SYNC_TEST_CFLAGS)
+tests_sync_test_url_LDADD = $(SYNC_TEST_LIBS)
 tests_sync_test_http_SOURCES = tests/sync/test_http.c
 tests_sync_test_http_CFLAGS = $(SYNC_TEST_CFLAGS)
 tests_sync_test_http_LDADD = $(SYNC_TEST_LIBS)

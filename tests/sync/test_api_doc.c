@@ -1051,6 +1051,15 @@ START_TEST(test_copy)
 	snprintf(buf, sizeof(buf), "Destination: _bad");
 	expect_error(jreq("COPY", "/db/src", NULL, hs, &j), j, 400,
 		     "illegal_docid", NULL);
+	snprintf(buf, sizeof(buf), "Destination: bad%%zz");
+	expect_error(jreq("COPY", "/db/src", NULL, hs, &j), j, 400,
+		     "bad_request", "Invalid percent-encoding in the "
+		     "Destination header");
+	/* an escaped destination is the decoded id */
+	snprintf(buf, sizeof(buf), "Destination: a%%20b%%2Fc");
+	ck_assert_int_eq(jreq("COPY", "/db/src", NULL, hs, &j), 201);
+	ck_assert_str_eq(st_str(j, "id"), "a b/c");
+	json_object_put(j);
 	/* to an existing document, with its rev */
 	ck_assert_int_eq(jreq("GET", "/db/dst", NULL, NULL, &j), 200);
 	snprintf(buf, sizeof(buf), "Destination: dst?rev=%s", st_str(j, "_rev"));

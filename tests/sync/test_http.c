@@ -426,6 +426,15 @@ START_TEST(test_post_doc)
 	ck_assert_int_eq(J(&g_t, "POST", "/db", "{\"_id\":\"mine\"}", &j), 201);
 	ck_assert_str_eq(st_str(j, "id"), "mine");
 	json_object_put(j);
+	/* the Location of an id that needs escaping */
+	q = (struct rq){ .url = "/db", .method = "POST",
+			 .body = "{\"_id\":\"_design/a b+c\"}",
+			 .unix_path = g_t.sock };
+	rq_run(&q);
+	ck_assert_int_eq(q.status, 201);
+	ck_assert_msg(strstr(q.hdrs.p, "Location: /db/_design/a%20b%2Bc\r\n"),
+		      "headers: %s", q.hdrs.p);
+	rq_release(&q);
 	expect_error(&g_t, "POST", "/db", "{\"_id\":\"mine\"}", 409, "conflict",
 		     "Document update conflict.");
 	expect_error(&g_t, "POST", "/db", "{\"x\":", 400, "bad_request",

@@ -26,6 +26,7 @@
 #include "engine/error.h"
 #include "sync/client.h"
 #include "sync/repl.h"
+#include "sync/url.h"
 #include "tests/engine/testenv.h"
 #include "tests/sync/synctest.h"
 
@@ -107,7 +108,7 @@ static char *put_doc(struct synctest *t, const char *db, const char *id,
 {
 	struct json_object *rep = NULL;
 	char path[1024], *rev;
-	char *eid = client_escape(id, true);
+	char *eid = url_escape(id, true);
 	long s;
 
 	snprintf(path, sizeof(path), "/%s/%s", db, eid);
@@ -728,7 +729,7 @@ START_TEST(test_text_passthrough)
 	ck_assert_uint_eq(st.doc_write_failures, 0);
 	for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
 		struct json_object *ja, *jb;
-		char path[256], *e = client_escape(ids[i], true);
+		char path[256], *e = url_escape(ids[i], true);
 
 		snprintf(path, sizeof(path), "/db/%s?revs=true", e);
 		free(e);
@@ -753,7 +754,6 @@ START_TEST(test_client_specs)
 	struct repl *r1, *r2;
 	struct repl_stats s1, s2;
 	char err[REPL_ERRLEN];
-	char *e;
 
 	ck_assert_int_eq(client_new("http://u:pw@h:5984/pre/my%2Fdb/", NULL,
 				    &c, err), 0);
@@ -772,15 +772,17 @@ START_TEST(test_client_specs)
 	ck_assert_int_eq(client_new("unix:/no/db/part", NULL, &c, err),
 			 BARREL_E_INVALID);
 
-	e = client_escape("_design/a b/c", true);
-	ck_assert_str_eq(e, "_design/a%20b%2Fc");
-	free(e);
-	e = client_escape("_local/x", false);
-	ck_assert_str_eq(e, "_local%2Fx");
-	free(e);
-	e = client_escape("_localx/y", true);
-	ck_assert_str_eq(e, "_localx%2Fy");
-	free(e);
+	/* A bad escape is an error that never shows the credentials. */
+	ck_assert_int_eq(client_new("http://h/a%zzb", NULL, &c, err),
+			 BARREL_E_INVALID);
+	ck_assert_str_eq(err, "http://h/a%zzb: invalid percent-encoding "
+			 "(a % is written %25)");
+	ck_assert_int_eq(client_new("http://u:p%4@h/db", NULL, &c, err),
+			 BARREL_E_INVALID);
+	ck_assert_str_eq(err, "URL credentials: invalid percent-encoding "
+			 "(a % is written %25)");
+	ck_assert_int_eq(client_new("unix:/s:/d%", NULL, &c, err),
+			 BARREL_E_INVALID);
 
 	/* The same databases with other credentials: the same id. */
 	ck_assert_int_eq(repl_new("http://a:1@h:1/s", "http://h:1/t", NULL,
