@@ -432,8 +432,8 @@ static int api_all_dbs(struct hreq *r)
 /* "Location: /db[/id]" (CouchDB gives a URL; a path resolves the same). */
 static int add_location(struct hreq *r, const char *db, const char *id)
 {
-	char *edb = url_escape(db, false), *eid = id ? url_escape(id, true)
-						       : NULL;
+	char *edb = url_escape(db, false);
+	char *eid = id ? url_escape(id, true) : NULL;
 	struct bbuf b = { 0 };
 	int rc = -ENOMEM;
 
