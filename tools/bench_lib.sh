@@ -1,7 +1,17 @@
 # shellcheck shell=bash
-# The report helpers of the shell benchmarks (bench_mount.sh,
-# bench_sync.sh), sourced by them. awk does the arithmetic; each prints
-# one formatted number or one row.
+# The helpers of the shell benchmarks (bench_mount.sh, bench_sync.sh),
+# sourced by them: option checking, and the report (awk does the
+# arithmetic; each prints one formatted number or one row).
+
+# number OPTION VALUE: VALUE must be a positive decimal of at most seven
+# digits, else the script's usage (it defines $prog and usage()).
+# shellcheck disable=SC2154  # prog is the sourcing script's
+number() {
+	case $2 in
+	'' | *[!0-9]* | 0*) echo "$prog: bad $1 '$2'" >&2; usage 2 ;;
+	esac
+	[ "${#2}" -le 7 ] || { echo "$prog: $1: too large" >&2; usage 2; }
+}
 
 # The median of the numbers given.
 median() {

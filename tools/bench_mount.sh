@@ -451,10 +451,9 @@ while [ $# -gt 0 ]; do
 	*) echo "$prog: unknown argument '$1'" >&2; usage 2 ;;
 	esac
 done
-case $files in
-'' | *[!0-9]* | 0*) echo "$prog: bad --files '$files'" >&2; usage 2 ;;
-esac
-if [ "${#files}" -gt 7 ] || [ "$files" -gt 1000000 ]; then
+number --files "$files"
+number --rounds "$rounds"
+if [ "$files" -gt 1000000 ]; then
 	echo "$prog: --files: at most 1000000" >&2
 	usage 2
 fi

@@ -744,13 +744,6 @@ report() {
 
 # ---- main ----
 
-number() {
-	case $2 in
-	'' | *[!0-9]* | 0*) echo "$prog: bad $1 '$2'" >&2; usage 2 ;;
-	esac
-	[ "${#2}" -le 7 ] || { echo "$prog: $1: too large" >&2; usage 2; }
-}
-
 while [ $# -gt 0 ]; do
 	case $1 in
 	--builddir) [ $# -ge 2 ] || usage 2; builddir=$2; shift 2 ;;
