@@ -250,6 +250,13 @@ static struct bdb *db_alloc(struct benv *env, const char *name)
 		return NULL;
 	}
 	snprintf(db->dir, n, "%s/%s", env->dir, dirname);
+	db->heads = hcache_new(&env->head_bytes, env->opts.cache_budget / 8);
+	if (!db->heads) {
+		free(db->name);
+		free(db->dir);
+		free(db);
+		return NULL;
+	}
 	db->uid = ++env->next_uid;
 	db->next_seg_id = 1;
 	db->next_blob_id = 1;
@@ -286,6 +293,7 @@ static void db_free(struct bdb *db)
 	free(db->segs);
 	free(db->staged.data);
 	free(db->inflight.data);
+	hcache_free(db->heads);
 	if (db->headf)
 		db->env->io->ops->close(db->headf);
 	free(db->name);
@@ -416,9 +424,12 @@ int benv_open(const char *datadir, const struct benv_opts *opts,
 		env->own_io = true;
 	}
 	env->dir = strdup(datadir);
-	/* One budget: three quarters for clean nodes, a quarter for dirty ones
-	 * (a checkpoint writes them out when they pass it). */
-	env->cache = bcache_new(env->opts.cache_budget - env->opts.cache_budget / 4);
+	/* One budget: five eighths for clean nodes, a quarter for dirty ones
+	 * (a checkpoint writes them out when they pass it), an eighth for
+	 * value heads (db->heads). */
+	env->cache = bcache_new(env->opts.cache_budget -
+				env->opts.cache_budget / 4 -
+				env->opts.cache_budget / 8);
 	if (!env->io || !env->dir || !env->cache) {
 		err = env->io ? -ENOMEM : -errno;
 		goto out_free;
@@ -614,6 +625,8 @@ int bdb_stat(struct bdb *db, struct bdb_stat *st)
 	bcache_stats(db->env->cache, &cs);
 	st->cache_bytes = cs.bytes;
 	st->cache_budget = cs.budget;
+	st->head_hits = atomic_load(&db->head_hits);
+	st->head_misses = atomic_load(&db->head_misses);
 	return 0;
 }
 

@@ -42,6 +42,7 @@ struct bblob_reader;
 
 #define BDB_MAX_KEY 1000u
 #define BDB_MAX_VALUE (8u << 20)
+#define BDB_MAX_HEAD 4096u    /* bytes of a value's head (btxn_put_ex()) */
 #define BDB_MAX_NAME 200u     /* database and table names */
 
 struct benv_opts {
@@ -140,6 +141,26 @@ int btxn_table_drop(struct btxn *txn, const char *name);
 int btxn_put(struct btxn *txn, uint32_t table, const void *key, size_t klen,
 	     const void *val, size_t vlen, uint64_t *seq);
 
+/* How btxn_put_ex() writes. */
+enum bput_flags {
+	BPUT_RETAIN = 1 << 0,     /* keep the replaced record (btxn_put_retain()) */
+};
+
+/*
+ * btxn_put() with flags and a head: the first head bytes of val (at most
+ * vlen and BDB_MAX_HEAD; 0 for none), which a later writer wants without
+ * the rest. After the commit the environment's cache keeps them by the
+ * record's address, charged to benv_opts.cache_budget and evicted with
+ * the index nodes, and btxn_get_head() of the key returns them without
+ * reading the record while they stay: a layer that keeps a small header
+ * in front of a large value (a document's revision tree before its body)
+ * edits the header for one index lookup. BARREL_E_INVALID for a head over
+ * the limits, or BPUT_RETAIN on a table without BDB_TABLE_RETAIN.
+ */
+int btxn_put_ex(struct btxn *txn, uint32_t table, const void *key,
+		size_t klen, const void *val, size_t vlen, unsigned flags,
+		size_t head, uint64_t *seq);
+
 /* Delete key; BARREL_E_NOTFOUND when absent. */
 int btxn_del(struct btxn *txn, uint32_t table, const void *key, size_t klen);
 
@@ -159,6 +180,14 @@ void bval_release(struct bval *v);
 /* Read through the transaction: sees its own writes and every commit. */
 int btxn_get(struct btxn *txn, uint32_t table, const void *key, size_t klen,
 	     struct bval *out);
+
+/*
+ * btxn_get(), or only the head btxn_put_ex() gave the value when the cache
+ * still has it: *whole tells which. out->seq and out->addr are the
+ * value's either way.
+ */
+int btxn_get_head(struct btxn *txn, uint32_t table, const void *key,
+		  size_t klen, struct bval *out, bool *whole);
 
 /*
  * Make the transaction durable and visible, then free it. On error nothing
@@ -371,8 +400,11 @@ struct bdb_stat {
 	uint64_t entries;          /* entries across all tables */
 	uint64_t bytes_written;    /* handed to the device since open */
 	unsigned tables;
-	uint64_t cache_bytes;      /* index nodes cached, whole environment */
+	uint64_t cache_bytes;      /* index nodes and heads cached, whole
+	                              environment */
 	uint64_t cache_budget;     /* the clean node cache's share of the budget */
+	uint64_t head_hits;        /* btxn_get_head() answered from the cache, */
+	uint64_t head_misses;      /* or by reading the record, since open */
 };
 
 int bdb_stat(struct bdb *db, struct bdb_stat *st);

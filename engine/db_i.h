@@ -20,6 +20,7 @@
 
 #include "engine/btree.h"
 #include "engine/cache.h"
+#include "engine/hcache.h"
 #include "engine/db.h"
 #include "engine/io.h"
 #include "engine/segment.h"
@@ -170,6 +171,8 @@ struct bdb {
 	uint64_t next_watch;
 
 	uint64_t bytes_written;   /* atomic add */
+	struct hcache *heads;     /* value heads (btxn_put_ex()); write_lock */
+	_Atomic uint64_t head_hits, head_misses;   /* btxn_get_head() */
 	pthread_mutex_t gc_lock;  /* one GC pass, doomed frees or check at a time */
 };
 
@@ -184,6 +187,7 @@ struct benv {
 	struct bdb **dbs;
 	size_t ndbs;
 	uint64_t next_uid;
+	_Atomic size_t head_bytes;   /* charge of every db->heads */
 	pthread_t gc_thread;
 	bool gc_running;
 	atomic_bool gc_stop;      /* set before taking env->lock; polled by GC */

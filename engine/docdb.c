@@ -265,23 +265,51 @@ static int docrec_split(const void *val, size_t len, struct docrec *out)
 	return 0;
 }
 
+/* A document record built to be put. */
+struct docbuf {
+	uint8_t *data;                /* malloc'ed */
+	size_t len;
+	size_t head;                  /* bytes of it an edit reads (btxn_put_ex) */
+};
+
+/* Bytes of a revision record before its body: header and attachments. */
+static int revrec_meta_len(const uint8_t *rec, size_t len, size_t *meta)
+{
+	struct revrec rr;
+	int rc = revrec_decode(rec, len, &rr);
+
+	if (!rc)
+		*meta = (size_t)((const uint8_t *)rr.body - rec);
+	revrec_release(&rr);
+	return rc;
+}
+
 /*
- * The document record of t and the winner's revision record into a
- * malloc'ed buffer: wlen bytes at winner, or (winner NULL) src's record
- * of wlen bytes, written in place.
+ * The document record of t and the winner's revision record into out: wlen
+ * bytes at winner, or (winner NULL) src's record of wlen bytes, written in
+ * place. out->head covers the record up to the winner's body (its tree
+ * and the winner's header: what an edit reads), 0 when that is over
+ * BDB_MAX_HEAD.
  */
 static int docrec_build(const struct revtree *t, const uint8_t *winner,
 			size_t wlen, const struct revrec_src *src,
-			uint8_t **out, size_t *outlen)
+			struct docbuf *out)
 {
-	size_t tlen = revtree_encoded_size(t);
+	size_t tlen = revtree_encoded_size(t), meta;
 	uint8_t *p;
 	int rc;
 
-	*outlen = DOCREC_HEAD + tlen + wlen;
-	if (*outlen > BDB_MAX_VALUE)
+	out->len = DOCREC_HEAD + tlen + wlen;
+	if (out->len > BDB_MAX_VALUE)
 		return BARREL_E_TOOBIG;
-	if (!(p = malloc(*outlen)))
+	if (!winner)
+		meta = wlen - src->len;
+	else if ((rc = revrec_meta_len(winner, wlen, &meta)))
+		return rc;
+	out->head = DOCREC_HEAD + tlen + meta;
+	if (out->head > BDB_MAX_HEAD)
+		out->head = 0;
+	if (!(p = malloc(out->len)))
 		return -ENOMEM;
 	p[0] = DOCREC_VERSION;
 	p[1] = revtree_is_deleted(t) ? DOCREC_DELETED : 0;
@@ -294,7 +322,7 @@ static int docrec_build(const struct revtree *t, const uint8_t *winner,
 		memcpy(p + DOCREC_HEAD + tlen, winner, wlen);
 	else
 		revrec_write(src, p + DOCREC_HEAD + tlen);
-	*out = p;
+	out->data = p;
 	return 0;
 }
 
@@ -644,6 +672,7 @@ struct edit {
 	struct bodynums *nums;
 	struct revtree *tree;
 	struct bval old;              /* document record before, if any */
+	bool old_whole;               /* old is all of it, not only its head */
 	struct docrec rec;            /* old split */
 	bool have_w0;                 /* the document existed */
 	struct rev w0;                /* its winner then */
@@ -671,10 +700,13 @@ static void edit_release(struct edit *e)
 	free(e->newrec);
 }
 
-/* Step 1: the document as it is (or an empty tree for a new one). */
+/* Step 1: the document as it is (or an empty tree for a new one): only
+ * the head of its record when the cache has it (edit_whole() reads the
+ * rest if the old winner's body is needed). */
 static int edit_load(struct edit *e)
 {
-	int rc = btxn_get(e->txn, e->d->t_docs, e->p->id, e->p->idlen, &e->old);
+	int rc = btxn_get_head(e->txn, e->d->t_docs, e->p->id, e->p->idlen,
+			       &e->old, &e->old_whole);
 
 	if (rc == BARREL_E_NOTFOUND)
 		return revtree_new(&e->tree);
@@ -684,6 +716,20 @@ static int edit_load(struct edit *e)
 		return rc;
 	e->have_w0 = true;
 	return 0;
+}
+
+/* The whole old document record, when edit_load() read only its head:
+ * e->rec.winner gets the old winner's body too. */
+static int edit_whole(struct edit *e)
+{
+	int rc;
+
+	if (e->old_whole)
+		return 0;
+	e->old_whole = true;
+	bval_release(&e->old);
+	rc = btxn_get(e->txn, e->d->t_docs, e->p->id, e->p->idlen, &e->old);
+	return rc ? rc : docrec_split(e->old.data, e->old.len, &e->rec);
 }
 
 /* The raw record of body number ref in "revs" into *v; a number the
@@ -1141,7 +1187,7 @@ static int edit_place(struct edit *e, const struct rev *w1,
 		if (e->old.addr)
 			rc = revtree_set_body(e->tree, &e->w0, true,
 					      REF_RETAINED | e->old.addr);
-		else
+		else if (!(rc = edit_whole(e)))
 			rc = take_body_number(e, &e->w0, &e->ref_w0);
 	}
 	if (rc)
@@ -1150,6 +1196,8 @@ static int edit_place(struct edit *e, const struct rev *w1,
 		*wrec = NULL;
 		*wlen = e->newrec_len;
 	} else if (e->have_w0 && rev_eq(w1, &e->w0)) {
+		if ((rc = edit_whole(e)))
+			return rc;
 		*wrec = e->rec.winner;
 		*wlen = e->rec.winner_len;
 	} else {                      /* another branch wins now */
@@ -1180,7 +1228,7 @@ static bool retains_w0(const struct edit *e)
  * document record (the changes feed moves the document to the new
  * sequence). A failure here fails the whole transaction.
  */
-static int edit_put(struct edit *e, const uint8_t *doc, size_t dlen)
+static int edit_put(struct edit *e, const struct docbuf *doc)
 {
 	bool new_kept = kept(e, &e->rev);
 	int rc = 0;
@@ -1197,11 +1245,9 @@ static int edit_put(struct edit *e, const uint8_t *doc, size_t dlen)
 		rc = put_revs(e, e->ref_w0, e->rec.winner, e->rec.winner_len);
 	if (rc)
 		return rc;
-	if (retains_w0(e))
-		return btxn_put_retain(e->txn, e->d->t_docs, e->p->id,
-				       e->p->idlen, doc, dlen, &e->r->seq);
-	return btxn_put(e->txn, e->d->t_docs, e->p->id, e->p->idlen, doc,
-			dlen, &e->r->seq);
+	return btxn_put_ex(e->txn, e->d->t_docs, e->p->id, e->p->idlen,
+			   doc->data, doc->len, retains_w0(e) ? BPUT_RETAIN : 0,
+			   doc->head, &e->r->seq);
 }
 
 /*
@@ -1215,8 +1261,8 @@ static int edit_write(struct edit *e, int64_t now)
 				  e->p->text, e->p->tlen };
 	struct bval v1 = { 0 };
 	const uint8_t *wrec;
-	uint8_t *doc = NULL;
-	size_t wlen, dlen = 0;
+	struct docbuf doc = { 0 };
+	size_t wlen;
 	struct rev w1;
 	int rc;
 
@@ -1229,15 +1275,15 @@ static int edit_write(struct edit *e, int64_t now)
 	if (!rc)
 		rc = edit_place(e, &w1, &src, &v1, &wrec, &wlen);
 	if (!rc)
-		rc = docrec_build(e->tree, wrec, wlen, &src, &doc, &dlen);
+		rc = docrec_build(e->tree, wrec, wlen, &src, &doc);
 	if (rc == BARREL_E_TOOBIG)
 		rc = put_fail(e->r, rc, "document record over %u bytes",
 			      BDB_MAX_VALUE);
 	/* nothing is written before this point */
 	e->wrote = !rc;
 	if (!rc)
-		rc = edit_put(e, doc, dlen);
-	free(doc);
+		rc = edit_put(e, &doc);
+	free(doc.data);
 	bval_release(&v1);
 	return rc;
 }
@@ -1383,9 +1429,9 @@ static int retained_move(void *arg, struct btxn *txn, uint32_t table,
 	struct revtree *t = NULL;
 	struct bodynums nums;
 	struct docrec now, old;
+	struct docbuf doc = { 0 };
 	uint32_t t_revs, t_meta;
-	uint8_t rkey[REVS_KEY], *doc = NULL;
-	size_t dlen;
+	uint8_t rkey[REVS_KEY];
 	int rc = btxn_get(txn, table, key, klen, &cur);
 
 	if (rc == BARREL_E_NOTFOUND)
@@ -1408,13 +1454,12 @@ static int retained_move(void *arg, struct btxn *txn, uint32_t table,
 	nums.next++;
 	nums.taken = true;
 	if ((rc = nums_store(txn, t_meta, &nums)) ||
-	    (rc = docrec_build(t, now.winner, now.winner_len, NULL, &doc,
-			       &dlen)) ||
-	    (rc = btxn_rewrite(txn, table, key, klen, doc, dlen)))
+	    (rc = docrec_build(t, now.winner, now.winner_len, NULL, &doc)) ||
+	    (rc = btxn_rewrite(txn, table, key, klen, doc.data, doc.len)))
 		goto out;
 	rc = 1;
 out:
-	free(doc);
+	free(doc.data);
 	revtree_free(t);
 	bval_release(&cur);
 	return rc;
@@ -1453,25 +1498,26 @@ static int purge_new_winner(struct edit *e, const struct rev *w1,
 static int purge_write(struct edit *e, uint64_t *seq)
 {
 	struct bval v = { 0 };
-	const uint8_t *wrec = e->rec.winner;
-	size_t wlen = e->rec.winner_len, dlen;
-	uint8_t *doc = NULL;
+	const uint8_t *wrec;
+	size_t wlen;
+	struct docbuf doc = { 0 };
 	struct rev w1;
 	int rc = revtree_winner(e->tree, &w1, NULL);
 
 	if (rc == BARREL_E_NOTFOUND)
 		return btxn_del(e->txn, e->d->t_docs, e->p->id, e->p->idlen);
-	if (!rc && !rev_eq(&w1, &e->w0)) {
+	if (!rc && !rev_eq(&w1, &e->w0))
 		rc = purge_new_winner(e, &w1, &v);
-		wrec = v.data;
-		wlen = v.len;
-	}
+	else if (!rc)
+		rc = edit_whole(e);
+	wrec = v.data ? v.data : e->rec.winner;
+	wlen = v.data ? v.len : e->rec.winner_len;
 	if (!rc)
-		rc = docrec_build(e->tree, wrec, wlen, NULL, &doc, &dlen);
+		rc = docrec_build(e->tree, wrec, wlen, NULL, &doc);
 	if (!rc)
-		rc = btxn_put(e->txn, e->d->t_docs, e->p->id, e->p->idlen, doc,
-			      dlen, seq);
-	free(doc);
+		rc = btxn_put_ex(e->txn, e->d->t_docs, e->p->id, e->p->idlen,
+				 doc.data, doc.len, 0, doc.head, seq);
+	free(doc.data);
 	bval_release(&v);
 	return rc;
 }

@@ -6,7 +6,7 @@ libbarrel_a_SOURCES = \
 	engine/log.h engine/log.c \
 	engine/io.h engine/io_uring.c engine/io_fault.c \
 	engine/segment.h engine/segment.c \
-	engine/cache.h engine/cache.c \
+	engine/cache.h engine/cache.c engine/hcache.h engine/hcache.c \
 	engine/btree.h engine/btree.c \
 	engine/db.h engine/db_i.h engine/db.c engine/txn.c engine/snap.c \
 	engine/checkpoint.c engine/recover.c engine/blob.c engine/gc.c \

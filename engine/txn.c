@@ -31,6 +31,13 @@ struct acct {
 	int64_t bytes;
 };
 
+/* A put with a head (btxn_put_ex()): where its record is in the buffer
+ * (the same after txn_move(), which re-frames in order). */
+struct txn_head {
+	size_t off;
+	uint32_t len;
+};
+
 struct btxn {
 	struct bdb *db;
 	uint64_t number;
@@ -42,6 +49,8 @@ struct btxn {
 	uint32_t nrec;
 	struct acct *acct;           /* space accounting, applied at commit */
 	size_t nacct, acap;
+	struct txn_head *heads;      /* puts with a head, cached at commit */
+	size_t nheads, capheads;
 	bool internal;               /* GC: the writer slot was already held */
 };
 
@@ -730,6 +739,7 @@ static void txn_free(struct btxn *t)
 	free(t->saved);
 	free(t->buf);
 	free(t->acct);
+	free(t->heads);
 	free(t);
 }
 
@@ -912,10 +922,27 @@ static int key_check(struct btxn *t, uint32_t table, size_t klen)
 	return 0;
 }
 
-/* btxn_put() and btxn_put_retain(). */
-static int txn_put(struct btxn *t, uint32_t table, const void *key,
-		   size_t klen, const void *val, size_t vlen, unsigned flags,
-		   uint64_t *seq)
+/* Note the record just framed as a put with a head of len bytes. */
+static int txn_note_head(struct btxn *t, size_t vlen, size_t klen,
+			 size_t len)
+{
+	if (t->nheads == t->capheads) {
+		size_t cap = t->capheads ? t->capheads * 2 : 64;
+		struct txn_head *h = realloc(t->heads, cap * sizeof(*h));
+
+		if (!h)
+			return -ENOMEM;
+		t->heads = h;
+		t->capheads = cap;
+	}
+	t->heads[t->nheads++] = (struct txn_head){
+		t->len - rec_size(PUT_HDR + klen + vlen), (uint32_t)len };
+	return 0;
+}
+
+int btxn_put_ex(struct btxn *t, uint32_t table, const void *key,
+		size_t klen, const void *val, size_t vlen, unsigned flags,
+		size_t head, uint64_t *seq)
 {
 	struct db_table *tab;
 	uint64_t s = 0;
@@ -926,9 +953,15 @@ static int txn_put(struct btxn *t, uint32_t table, const void *key,
 	if (vlen > BDB_MAX_VALUE)
 		return BARREL_E_TOOBIG;
 	tab = txn_table(t, table);
+	if ((flags & ~BPUT_RETAIN) || head > vlen || head > BDB_MAX_HEAD ||
+	    ((flags & BPUT_RETAIN) && !(tab->flags & BDB_TABLE_RETAIN)))
+		return BARREL_E_INVALID;
 	if (tab->flags & BDB_TABLE_SEQ)
 		s = t->db->seq + 1;
-	err = db_txn_put_flags(t, table, key, klen, val, vlen, s, flags);
+	err = db_txn_put_flags(t, table, key, klen, val, vlen, s,
+			       flags & BPUT_RETAIN ? PUT_RETAIN : 0);
+	if (!err && head)
+		err = txn_note_head(t, vlen, klen, head);
 	if (!err && seq)
 		*seq = s;
 	return err;
@@ -937,7 +970,7 @@ static int txn_put(struct btxn *t, uint32_t table, const void *key,
 int btxn_put(struct btxn *t, uint32_t table, const void *key, size_t klen,
 	     const void *val, size_t vlen, uint64_t *seq)
 {
-	return txn_put(t, table, key, klen, val, vlen, 0, seq);
+	return btxn_put_ex(t, table, key, klen, val, vlen, 0, 0, seq);
 }
 
 /* The pending index entry of key. */
@@ -958,11 +991,8 @@ static int txn_entry(struct btxn *t, uint32_t table, const void *key,
 int btxn_put_retain(struct btxn *t, uint32_t table, const void *key,
 		    size_t klen, const void *val, size_t vlen, uint64_t *seq)
 {
-	struct db_table *tab = txn_table(t, table);
-
-	if (!tab || !(tab->flags & BDB_TABLE_RETAIN))
-		return BARREL_E_INVALID;
-	return txn_put(t, table, key, klen, val, vlen, PUT_RETAIN, seq);
+	return btxn_put_ex(t, table, key, klen, val, vlen, BPUT_RETAIN, 0,
+			   seq);
 }
 
 int btxn_rewrite(struct btxn *t, uint32_t table, const void *key,
@@ -1028,23 +1058,73 @@ static int txn_own_value(struct btxn *t, const uint8_t *rec, uint32_t table,
 	return db_put_value(t->db, copy, len, table, key, klen, addr, out);
 }
 
+/* The value entry e of key names, as the transaction sees it. */
+static int txn_value(struct btxn *t, const struct db_entry *e,
+		     uint32_t table, const void *key, size_t klen,
+		     struct bval *out)
+{
+	const uint8_t *rec;
+	int err;
+
+	if (e->kind == ENT_RECORD && (rec = txn_own_record(t, e->addr))) {
+		err = txn_own_value(t, rec, table, key, klen, e->addr, out);
+		if (!err)
+			out->addr = 0;    /* not final: the commit may move it */
+		return err;
+	}
+	return db_entry_value(t->db, e, table, key, klen, out);
+}
+
 int btxn_get(struct btxn *t, uint32_t table, const void *key, size_t klen,
 	     struct bval *out)
 {
 	uint8_t v[BT_MAX_VAL];
 	struct db_entry e;
-	const uint8_t *rec;
 	int err = txn_entry(t, table, key, klen, v, &e);
 
+	return err ? err : txn_value(t, &e, table, key, klen, out);
+}
+
+/* ---- value heads (btxn_put_ex()) ---- */
+
+/* Cache the heads of the transaction just staged at first, now that their
+ * records' places are final. */
+static void txn_cache_heads(struct btxn *t, uint32_t first)
+{
+	struct bdb *db = t->db;
+
+	for (size_t i = 0; i < t->nheads; i++) {
+		const uint8_t *put = t->buf + t->heads[i].off + REC_HEADER_SIZE;
+
+		hcache_put(db->heads, bptr_make(db->open->seg->id,
+						first + t->heads[i].off),
+			   put + PUT_HDR + get_le16(put + 4), t->heads[i].len);
+	}
+}
+
+int btxn_get_head(struct btxn *t, uint32_t table, const void *key,
+		  size_t klen, struct bval *out, bool *whole)
+{
+	uint8_t v[BT_MAX_VAL];
+	struct db_entry e;
+	int err = txn_entry(t, table, key, klen, v, &e);
+
+	*whole = true;
 	if (err)
 		return err;
-	if (e.kind == ENT_RECORD && (rec = txn_own_record(t, e.addr))) {
-		err = txn_own_value(t, rec, table, key, klen, e.addr, out);
-		if (!err)
-			out->addr = 0;    /* not final: the commit may move it */
-		return err;
+	if (e.kind == ENT_RECORD && !txn_own_record(t, e.addr)) {
+		err = hcache_take(t->db->heads, e.addr, &out->data, &out->len);
+		atomic_fetch_add_explicit(err ? &t->db->head_misses
+					      : &t->db->head_hits, 1,
+					  memory_order_relaxed);
+		if (!err) {
+			out->seq = e.seq;
+			out->addr = e.addr;
+			*whole = false;
+			return 0;
+		}
 	}
-	return db_entry_value(t->db, &e, table, key, klen, out);
+	return txn_value(t, &e, table, key, klen, out);
 }
 
 int btxn_get_at(struct btxn *t, uint32_t table, const void *key,
@@ -1166,6 +1246,7 @@ static int txn_stage(struct btxn *t, uint64_t *gen)
 		err = stage_bytes(db, t->buf, t->len);
 	if (err)
 		return err;
+	txn_cache_heads(t, first);
 	db->txn = t->number;
 	acct_apply(t);
 	*gen = db_stage_version(db);

@@ -8,6 +8,7 @@ ENGINE_TESTS = \
 	tests/engine/test_io \
 	tests/engine/test_segment \
 	tests/engine/test_cache \
+	tests/engine/test_hcache \
 	tests/engine/test_btree \
 	tests/engine/test_db \
 	tests/engine/test_blob \
@@ -34,6 +35,7 @@ tests_engine_test_error_SOURCES = tests/engine/test_error.c
 tests_engine_test_io_SOURCES = tests/engine/test_io.c
 tests_engine_test_segment_SOURCES = tests/engine/test_segment.c
 tests_engine_test_cache_SOURCES = tests/engine/test_cache.c
+tests_engine_test_hcache_SOURCES = tests/engine/test_hcache.c
 tests_engine_test_btree_SOURCES = tests/engine/test_btree.c
 tests_engine_test_db_SOURCES = tests/engine/test_db.c
 tests_engine_test_blob_SOURCES = tests/engine/test_blob.c

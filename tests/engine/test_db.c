@@ -662,6 +662,160 @@ START_TEST(test_abort)
 }
 END_TEST
 
+#define LONG_VALUE "a value longer than the 48 bytes the index keeps inline"
+
+/* btxn_get_head() of key in a new transaction: *whole, and the bytes. */
+static void get_head(struct bdb *db, uint32_t t, const char *key,
+		     bool want_whole, const char *want)
+{
+	struct btxn *txn;
+	struct bval v = { 0 };
+	bool whole = !want_whole;
+
+	OK(bdb_begin(db, &txn));
+	OK(btxn_get_head(txn, t, key, strlen(key), &v, &whole));
+	ck_assert_msg(whole == want_whole, "%s: whole %d", key, whole);
+	ck_assert_msg(v.len == strlen(want) && !memcmp(v.data, want, v.len),
+		      "%s: got %.*s, want %s", key, (int)v.len,
+		      (char *)v.data, want);
+	bval_release(&v);
+	btxn_abort(txn);
+}
+
+/* A value's head comes from the cache after the commit, once; everything
+ * else (a second read, a value of the reading transaction, a value put
+ * without a head, a head a failed transaction framed) reads the record. */
+START_TEST(test_value_heads)
+{
+	const char *val = "TREE|a body that stays on disk, longer than a "
+			  "value the index keeps inline";
+	char dir[PATH_MAX];
+	struct benv *env;
+	struct bdb *db;
+	struct btxn *txn;
+	struct bval v = { 0 }, v2 = { 0 };
+	struct bdb_stat st;
+	uint64_t seq;
+	uint32_t t, plain;
+	bool whole = false;
+	char *big;
+
+	new_datadir(dir, sizeof(dir));
+	env = env_open(dir);
+	db = db_get(env, "db");
+	t = mk_table(db, "t", BDB_TABLE_SEQ | BDB_TABLE_RETAIN);
+	plain = mk_table(db, "plain", 0);
+
+	OK(bdb_begin(db, &txn));
+	OK(btxn_put_ex(txn, t, "k", 1, val, strlen(val), 0, 5, &seq));
+	/* the transaction's own value is read whole */
+	OK(btxn_get_head(txn, t, "k", 1, &v, &whole));
+	ck_assert(whole);
+	ck_assert_uint_eq(v.len, strlen(val));
+	bval_release(&v);
+	OK(btxn_commit(txn));
+
+	OK(bdb_begin(db, &txn));
+	OK(btxn_get_head(txn, t, "k", 1, &v, &whole));
+	ck_assert(!whole);
+	ck_assert_uint_eq(v.len, 5);
+	ck_assert(memcmp(v.data, "TREE|", 5) == 0);
+	ck_assert_uint_eq(v.seq, seq);
+	OK(btxn_get(txn, t, "k", 1, &v2));
+	ck_assert_uint_eq(v.addr, v2.addr);   /* the record the head is of */
+	bval_release(&v);
+	bval_release(&v2);
+	btxn_abort(txn);
+	/* taken: the next edit reads the record */
+	get_head(db, t, "k", true, val);
+
+	/* bad heads and flags */
+	OK(bdb_begin(db, &txn));
+	EXPECT_RC(btxn_put_ex(txn, t, "k", 1, "abc", 3, 0, 4, NULL),
+		  BARREL_E_INVALID);
+	EXPECT_RC(btxn_put_ex(txn, t, "k", 1, "abc", 3, 1u << 7, 0, NULL),
+		  BARREL_E_INVALID);
+	EXPECT_RC(btxn_put_ex(txn, plain, "k", 1, "abc", 3, BPUT_RETAIN, 0,
+			      NULL), BARREL_E_INVALID);
+	big = calloc(1, BDB_MAX_HEAD + 2);
+	memset(big, 'b', BDB_MAX_HEAD + 1);
+	EXPECT_RC(btxn_put_ex(txn, t, "k", 1, big, BDB_MAX_HEAD + 1, 0,
+			      BDB_MAX_HEAD + 1, NULL), BARREL_E_INVALID);
+	OK(btxn_put_ex(txn, t, "big", 3, big, BDB_MAX_HEAD + 1, 0,
+		       BDB_MAX_HEAD, NULL));
+	OK(btxn_commit(txn));
+
+	/* An aborted transaction caches nothing: the next one frames its
+	 * records at the very same addresses. */
+	OK(bdb_begin(db, &txn));
+	OK(btxn_put_ex(txn, t, "a", 1, LONG_VALUE "?", strlen(LONG_VALUE) + 1,
+			0, 7, NULL));
+	btxn_abort(txn);
+	OK(bdb_begin(db, &txn));
+	OK(btxn_put(txn, t, "a", 1, LONG_VALUE, strlen(LONG_VALUE), NULL));
+	OK(btxn_commit(txn));
+	get_head(db, t, "a", true, LONG_VALUE);
+
+	/* a value too small for a record lives in the index: read whole */
+	OK(bdb_begin(db, &txn));
+	OK(btxn_put_ex(txn, t, "s", 1, "tiny", 4, 0, 2, NULL));
+	OK(btxn_commit(txn));
+	get_head(db, t, "s", true, "tiny");
+
+	OK(bdb_stat(db, &st));
+	ck_assert_uint_eq(st.head_hits, 1);
+	ck_assert_uint_eq(st.head_misses, 2);
+	benv_close(env);
+
+	/* the cache is of the process: after a reopen the record is read */
+	env = env_open(dir);
+	OK(benv_db(env, "db", false, &db));
+	get_head(db, t, "big", true, big);
+	benv_close(env);
+	free(big);
+}
+END_TEST
+
+/*
+ * A transaction that outgrows its segment moves its records to a new one
+ * (txn_move): the heads cached at the commit are of the records' final
+ * places, each the head of its own value.
+ */
+START_TEST(test_value_heads_moved)
+{
+	enum { N = 60, VLEN = 8000 };
+	char dir[PATH_MAX], key[16], *val = malloc(VLEN);
+	struct benv *env;
+	struct bdb *db;
+	struct btxn *txn;
+	struct bdb_stat st;
+	uint32_t t;
+
+	new_datadir(dir, sizeof(dir));
+	env = env_open(dir);
+	db = db_get(env, "db");
+	t = mk_table(db, "t", 0);
+	OK(bdb_begin(db, &txn));
+	for (int i = 0; i < N; i++) {
+		snprintf(key, sizeof(key), "k%02d", i);
+		memset(val, 'a' + i % 26, VLEN);
+		memcpy(val, key, 3);
+		OK(btxn_put_ex(txn, t, key, 3, val, VLEN, 0, 3, NULL));
+	}
+	OK(btxn_commit(txn));
+	OK(bdb_stat(db, &st));
+	ck_assert_uint_gt(st.segments, 1);    /* 480 KB: it moved */
+	for (int i = 0; i < N; i++) {
+		snprintf(key, sizeof(key), "k%02d", i);
+		get_head(db, t, key, false, key);
+	}
+	OK(bdb_stat(db, &st));
+	ck_assert_uint_eq(st.head_hits, N);
+	benv_close(env);
+	free(val);
+}
+END_TEST
+
 /* btxn_get sees the transaction's own writes and deletes, others don't. */
 START_TEST(test_txn_reads_own_writes)
 {
@@ -1851,6 +2005,8 @@ static Suite *db_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_env_open_close_reopen);
 	tcase_add_test(tc, test_env_lock);
+	tcase_add_test(tc, test_value_heads);
+	tcase_add_test(tc, test_value_heads_moved);
 	tcase_add_test(tc, test_db_create_list_drop);
 	tcase_add_test(tc, test_db_names);
 	tcase_add_test(tc, test_tables_ids_stable);

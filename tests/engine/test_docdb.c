@@ -2298,6 +2298,93 @@ START_TEST(test_att_inline_and_bad_stub)
 }
 END_TEST
 
+/*
+ * One history of edits, each in its own commit: an update, a replicated
+ * branch that loses (the old winner's body stays inline), an attachment
+ * and an update that keeps it as a stub, a deletion that hands the win
+ * to the branch. reopen: between every edit, so each reads its record.
+ * Returns the revisions made, in order.
+ */
+static void edit_history(struct fx *f, bool reopen, struct rev out[6])
+{
+	char b[512];
+	const char *lose = "2-00000000000000000000000000000000";
+
+	out[0] = put_ok(f->d, "d", "{\"v\":1}", NULL);
+	if (reopen)
+		fx_reopen(f);
+	out[1] = put_ok(f->d, "d", "{\"v\":2}", &out[0]);
+	if (reopen)
+		fx_reopen(f);
+	ck_assert_int_eq(rep(f->d, "d", "\"v\":\"branch\"", false, NULL, lose,
+			     RS(&out[0]).s, NULL), 0);
+	out[2] = R(lose);
+	if (reopen)
+		fx_reopen(f);
+	snprintf(b, sizeof(b), "{\"_rev\":\"%s\",\"v\":3,\"_attachments\":"
+		 "{\"a.txt\":{\"content_type\":\"text/plain\",\"data\":"
+		 "\"aGVsbG8gd29ybGQ=\"}}}", RS(&out[1]).s);
+	ck_assert_int_eq(put(f->d, "d", b, NULL, 0, &out[3]), 0);
+	if (reopen)
+		fx_reopen(f);
+	snprintf(b, sizeof(b), "{\"_rev\":\"%s\",\"v\":4,\"_attachments\":"
+		 "{\"a.txt\":{\"stub\":true}}}", RS(&out[3]).s);
+	ck_assert_int_eq(put(f->d, "d", b, NULL, 0, &out[4]), 0);
+	if (reopen)
+		fx_reopen(f);
+	out[5] = del_ok(f->d, "d", &out[4]);
+}
+
+/* An edit that reads the old tree from the engine's head cache makes the
+ * very same history as one that reads the old record. */
+START_TEST(test_edit_from_cached_head)
+{
+	struct fx a, b;
+	struct rev ra[6], rb[6];
+	struct enc ea, eb;
+	struct doc da, db;
+	struct bdb_stat st;
+
+	fx_open(&a);
+	edit_history(&a, false, ra);
+	st = stat_of(a.d);
+	/* every edit after the first found the tree cached */
+	ck_assert_uint_eq(st.head_hits, 5);
+	ck_assert_uint_eq(st.head_misses, 0);
+
+	fx_open(&b);
+	edit_history(&b, true, rb);
+	st = stat_of(b.d);
+	ck_assert_uint_eq(st.head_hits, 0);
+
+	for (int i = 0; i < 6; i++)
+		assert_rev_eq(&ra[i], &rb[i]);
+	ea = tree_enc(a.d, "d");
+	eb = tree_enc(b.d, "d");
+	ck_assert_uint_eq(ea.len, eb.len);
+	ck_assert_mem_eq(ea.buf, eb.buf, ea.len);
+	free(ea.buf);
+	free(eb.buf);
+	expect_winner(a.d, "d", "2-00000000000000000000000000000000", false);
+	expect_member(a.d, "d", NULL, 0, "v", "branch");
+	/* every body kept, the same in both */
+	for (int i = 0; i < 6; i++) {
+		ck_assert_int_eq(get(a.d, "d", &ra[i], DOC_GET_DELETED, &da),
+				 0);
+		ck_assert_int_eq(get(b.d, "d", &rb[i], DOC_GET_DELETED, &db),
+				 0);
+		ck_assert_uint_eq(da.len, db.len);
+		ck_assert_mem_eq(da.body, db.body, da.len);
+		ck_assert_uint_eq(da.natts, db.natts);
+		ck_assert_uint_eq(da.natts, i == 3 || i == 4 ? 1 : 0);
+		doc_release(&da);
+		doc_release(&db);
+	}
+	fx_close(&a);
+	fx_close(&b);
+}
+END_TEST
+
 /* remove drops one attachment; "follows" takes its content from atts. */
 START_TEST(test_att_remove_and_follows)
 {
