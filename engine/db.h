@@ -146,20 +146,29 @@ enum bput_flags {
 	BPUT_RETAIN = 1 << 0,     /* keep the replaced record (btxn_put_retain()) */
 };
 
+/* A value in two parts, head then rest (either may be empty), both
+ * borrowed for the call. */
+struct bput_value {
+	const void *head;
+	size_t hlen;
+	const void *rest;
+	size_t rlen;
+};
+
 /*
- * btxn_put() with flags and a head: the first head bytes of val (at most
- * vlen and BDB_MAX_HEAD; 0 for none), which a later writer wants without
- * the rest. After the commit the environment's cache keeps them by the
- * record's address, charged to benv_opts.cache_budget and evicted with
- * the index nodes, and btxn_get_head() of the key returns them without
- * reading the record while they stay: a layer that keeps a small header
- * in front of a large value (a document's revision tree before its body)
- * edits the header for one index lookup. BARREL_E_INVALID for a head over
- * the limits, or BPUT_RETAIN on a table without BDB_TABLE_RETAIN.
+ * btxn_put() of the value head ‖ rest, with flags. The head is what a
+ * later writer edits without the rest: after the commit the environment
+ * keeps it in memory by the record's address (an eighth of
+ * benv_opts.cache_budget, shared by the databases), and btxn_get_head()
+ * of the key returns it without reading the record, while it stays. A
+ * layer that keeps a small header in front of a large value (a document's
+ * revision tree before its body) edits the header for one index lookup.
+ * A head over BDB_MAX_HEAD bytes is not kept. BARREL_E_INVALID for
+ * unknown flags, or BPUT_RETAIN on a table without BDB_TABLE_RETAIN.
  */
 int btxn_put_ex(struct btxn *txn, uint32_t table, const void *key,
-		size_t klen, const void *val, size_t vlen, unsigned flags,
-		size_t head, uint64_t *seq);
+		size_t klen, const struct bput_value *val, unsigned flags,
+		uint64_t *seq);
 
 /* Delete key; BARREL_E_NOTFOUND when absent. */
 int btxn_del(struct btxn *txn, uint32_t table, const void *key, size_t klen);
@@ -238,10 +247,11 @@ int btxn_release(struct btxn *txn, uint32_t table, uint64_t addr);
 /*
  * Replace the value of an existing key without moving it in the sequence
  * index (a retain hook re-homing what the current value names; the
- * changes feed does not see it). BARREL_E_NOTFOUND when key is absent.
+ * changes feed does not see it); val as for btxn_put_ex().
+ * BARREL_E_NOTFOUND when key is absent.
  */
 int btxn_rewrite(struct btxn *txn, uint32_t table, const void *key,
-		 size_t klen, const void *val, size_t vlen);
+		 size_t klen, const struct bput_value *val);
 
 /*
  * The value of key held by the record at addr: a retained record, or the

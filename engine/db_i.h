@@ -286,9 +286,9 @@ uint64_t db_stage_version(struct bdb *db);
 int db_txn_begin_locked(struct bdb *db, bool internal, struct btxn **out);
 int db_txn_put_seq(struct btxn *t, uint32_t table, const void *key,
 		   size_t klen, const void *val, size_t vlen, uint64_t seq);
-/* The same with PUT flags (PUT_RETAIN). */
+/* The same of a value in parts, with PUT flags (PUT_RETAIN). */
 int db_txn_put_flags(struct btxn *t, uint32_t table, const void *key,
-		     size_t klen, const void *val, size_t vlen, uint64_t seq,
+		     size_t klen, const struct bput_value *val, uint64_t seq,
 		     unsigned flags);
 /* Stage the commit; *gen is 0 when there was nothing to commit. */
 int db_txn_commit_locked(struct btxn *t, uint64_t *gen);

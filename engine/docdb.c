@@ -211,8 +211,8 @@ static uint8_t *put_str(uint8_t *p, const char *s)
 	return p + 2 + n;
 }
 
-/* Write src's record at p (revrec_size() bytes). */
-static void revrec_write(const struct revrec_src *src, uint8_t *p)
+/* Write src's record up to its body at p; returns where the body goes. */
+static uint8_t *revrec_write_meta(const struct revrec_src *src, uint8_t *p)
 {
 	p[0] = REVREC_VERSION;
 	p[1] = src->deleted ? REVREC_DELETED : 0;
@@ -229,7 +229,13 @@ static void revrec_write(const struct revrec_src *src, uint8_t *p)
 		memcpy(p + 24, a->md5, 16);
 		p += 40;
 	}
-	memcpy(p, src->body, src->len);
+	return p;
+}
+
+/* Write src's record at p (revrec_size() bytes). */
+static void revrec_write(const struct revrec_src *src, uint8_t *p)
+{
+	memcpy(revrec_write_meta(src, p), src->body, src->len);
 }
 
 /* ---- document records ---- */
@@ -265,11 +271,11 @@ static int docrec_split(const void *val, size_t len, struct docrec *out)
 	return 0;
 }
 
-/* A document record built to be put. */
+/* A document record built to be put: its head (the record up to the
+ * winner's body: what an edit reads), and the body. */
 struct docbuf {
-	uint8_t *data;                /* malloc'ed */
-	size_t len;
-	size_t head;                  /* bytes of it an edit reads (btxn_put_ex) */
+	uint8_t *head;                /* malloc'ed; v.head */
+	struct bput_value v;          /* v.rest borrowed from the winner */
 };
 
 /* Bytes of a revision record before its body: header and attachments. */
@@ -286,10 +292,8 @@ static int revrec_meta_len(const uint8_t *rec, size_t len, size_t *meta)
 
 /*
  * The document record of t and the winner's revision record into out: wlen
- * bytes at winner, or (winner NULL) src's record of wlen bytes, written in
- * place. out->head covers the record up to the winner's body (its tree
- * and the winner's header: what an edit reads), 0 when that is over
- * BDB_MAX_HEAD.
+ * bytes at winner, or (winner NULL) src's record of wlen bytes. The body
+ * is borrowed from winner or src, not copied.
  */
 static int docrec_build(const struct revtree *t, const uint8_t *winner,
 			size_t wlen, const struct revrec_src *src,
@@ -299,17 +303,13 @@ static int docrec_build(const struct revtree *t, const uint8_t *winner,
 	uint8_t *p;
 	int rc;
 
-	out->len = DOCREC_HEAD + tlen + wlen;
-	if (out->len > BDB_MAX_VALUE)
+	if (DOCREC_HEAD + tlen + wlen > BDB_MAX_VALUE)
 		return BARREL_E_TOOBIG;
 	if (!winner)
 		meta = wlen - src->len;
 	else if ((rc = revrec_meta_len(winner, wlen, &meta)))
 		return rc;
-	out->head = DOCREC_HEAD + tlen + meta;
-	if (out->head > BDB_MAX_HEAD)
-		out->head = 0;
-	if (!(p = malloc(out->len)))
+	if (!(p = malloc(DOCREC_HEAD + tlen + meta)))
 		return -ENOMEM;
 	p[0] = DOCREC_VERSION;
 	p[1] = revtree_is_deleted(t) ? DOCREC_DELETED : 0;
@@ -319,10 +319,13 @@ static int docrec_build(const struct revtree *t, const uint8_t *winner,
 		return rc;
 	}
 	if (winner)
-		memcpy(p + DOCREC_HEAD + tlen, winner, wlen);
+		memcpy(p + DOCREC_HEAD + tlen, winner, meta);
 	else
-		revrec_write(src, p + DOCREC_HEAD + tlen);
-	out->data = p;
+		revrec_write_meta(src, p + DOCREC_HEAD + tlen);
+	out->head = p;
+	out->v = (struct bput_value){
+		p, DOCREC_HEAD + tlen + meta,
+		winner ? winner + meta : (const uint8_t *)src->body, wlen - meta };
 	return 0;
 }
 
@@ -1246,8 +1249,8 @@ static int edit_put(struct edit *e, const struct docbuf *doc)
 	if (rc)
 		return rc;
 	return btxn_put_ex(e->txn, e->d->t_docs, e->p->id, e->p->idlen,
-			   doc->data, doc->len, retains_w0(e) ? BPUT_RETAIN : 0,
-			   doc->head, &e->r->seq);
+			   &doc->v, retains_w0(e) ? BPUT_RETAIN : 0,
+			   &e->r->seq);
 }
 
 /*
@@ -1283,7 +1286,7 @@ static int edit_write(struct edit *e, int64_t now)
 	e->wrote = !rc;
 	if (!rc)
 		rc = edit_put(e, &doc);
-	free(doc.data);
+	free(doc.head);
 	bval_release(&v1);
 	return rc;
 }
@@ -1455,11 +1458,11 @@ static int retained_move(void *arg, struct btxn *txn, uint32_t table,
 	nums.taken = true;
 	if ((rc = nums_store(txn, t_meta, &nums)) ||
 	    (rc = docrec_build(t, now.winner, now.winner_len, NULL, &doc)) ||
-	    (rc = btxn_rewrite(txn, table, key, klen, doc.data, doc.len)))
+	    (rc = btxn_rewrite(txn, table, key, klen, &doc.v)))
 		goto out;
 	rc = 1;
 out:
-	free(doc.data);
+	free(doc.head);
 	revtree_free(t);
 	bval_release(&cur);
 	return rc;
@@ -1516,8 +1519,8 @@ static int purge_write(struct edit *e, uint64_t *seq)
 		rc = docrec_build(e->tree, wrec, wlen, NULL, &doc);
 	if (!rc)
 		rc = btxn_put_ex(e->txn, e->d->t_docs, e->p->id, e->p->idlen,
-				 doc.data, doc.len, 0, doc.head, seq);
-	free(doc.data);
+				 &doc.v, 0, seq);
+	free(doc.head);
 	bval_release(&v);
 	return rc;
 }

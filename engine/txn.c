@@ -889,26 +889,29 @@ static struct db_table *txn_table(struct btxn *t, uint32_t id)
 }
 
 int db_txn_put_flags(struct btxn *t, uint32_t table, const void *key,
-		     size_t klen, const void *val, size_t vlen, uint64_t seq,
+		     size_t klen, const struct bput_value *val, uint64_t seq,
 		     unsigned flags)
 {
 	uint8_t hdr[PUT_HDR] = { 0 };
-	struct iovec iov[3] = {
-		{ hdr, PUT_HDR }, { (void *)key, klen }, { (void *)val, vlen },
+	struct iovec iov[4] = {
+		{ hdr, PUT_HDR }, { (void *)key, klen },
+		{ (void *)val->head, val->hlen }, { (void *)val->rest, val->rlen },
 	};
 
 	put_le32(hdr, table);
 	put_le16(hdr + 4, klen);
 	put_le16(hdr + 6, flags);
-	put_le32(hdr + 8, vlen);
+	put_le32(hdr + 8, val->hlen + val->rlen);
 	put_le64(hdr + 16, seq);
-	return txn_record(t, REC_PUT, iov, 3);
+	return txn_record(t, REC_PUT, iov, 4);
 }
 
 int db_txn_put_seq(struct btxn *t, uint32_t table, const void *key,
 		   size_t klen, const void *val, size_t vlen, uint64_t seq)
 {
-	return db_txn_put_flags(t, table, key, klen, val, vlen, seq, 0);
+	struct bput_value v = { NULL, 0, val, vlen };
+
+	return db_txn_put_flags(t, table, key, klen, &v, seq, 0);
 }
 
 static int key_check(struct btxn *t, uint32_t table, size_t klen)
@@ -922,10 +925,12 @@ static int key_check(struct btxn *t, uint32_t table, size_t klen)
 	return 0;
 }
 
-/* Note the record just framed as a put with a head of len bytes. */
-static int txn_note_head(struct btxn *t, size_t vlen, size_t klen,
-			 size_t len)
+/* Note the record just framed, a put of val, to cache its head. */
+static int txn_note_head(struct btxn *t, size_t klen,
+			 const struct bput_value *val)
 {
+	if (!val->hlen || val->hlen > BDB_MAX_HEAD)
+		return 0;
 	if (t->nheads == t->capheads) {
 		size_t cap = t->capheads ? t->capheads * 2 : 64;
 		struct txn_head *h = realloc(t->heads, cap * sizeof(*h));
@@ -936,32 +941,41 @@ static int txn_note_head(struct btxn *t, size_t vlen, size_t klen,
 		t->capheads = cap;
 	}
 	t->heads[t->nheads++] = (struct txn_head){
-		t->len - rec_size(PUT_HDR + klen + vlen), (uint32_t)len };
+		t->len - rec_size(PUT_HDR + klen + val->hlen + val->rlen),
+		(uint32_t)val->hlen };
 	return 0;
 }
 
-int btxn_put_ex(struct btxn *t, uint32_t table, const void *key,
-		size_t klen, const void *val, size_t vlen, unsigned flags,
-		size_t head, uint64_t *seq)
+/* A put of val at sequence seq: the record, and its head noted. */
+static int txn_put(struct btxn *t, uint32_t table, const void *key,
+		   size_t klen, const struct bput_value *val, uint64_t seq,
+		   unsigned flags)
 {
-	struct db_table *tab;
-	uint64_t s = 0;
 	int err = key_check(t, table, klen);
 
-	if (err)
-		return err;
-	if (vlen > BDB_MAX_VALUE)
-		return BARREL_E_TOOBIG;
-	tab = txn_table(t, table);
-	if ((flags & ~BPUT_RETAIN) || head > vlen || head > BDB_MAX_HEAD ||
-	    ((flags & BPUT_RETAIN) && !(tab->flags & BDB_TABLE_RETAIN)))
+	if (!err && val->hlen + val->rlen > BDB_MAX_VALUE)
+		err = BARREL_E_TOOBIG;
+	if (!err)
+		err = db_txn_put_flags(t, table, key, klen, val, seq, flags);
+	return err ? err : txn_note_head(t, klen, val);
+}
+
+int btxn_put_ex(struct btxn *t, uint32_t table, const void *key,
+		size_t klen, const struct bput_value *val, unsigned flags,
+		uint64_t *seq)
+{
+	struct db_table *tab = txn_table(t, table);
+	uint64_t s = 0;
+	int err;
+
+	if (tab && ((flags & ~BPUT_RETAIN) ||
+		    ((flags & BPUT_RETAIN) &&
+		     !(tab->flags & BDB_TABLE_RETAIN))))
 		return BARREL_E_INVALID;
-	if (tab->flags & BDB_TABLE_SEQ)
+	if (tab && (tab->flags & BDB_TABLE_SEQ))
 		s = t->db->seq + 1;
-	err = db_txn_put_flags(t, table, key, klen, val, vlen, s,
-			       flags & BPUT_RETAIN ? PUT_RETAIN : 0);
-	if (!err && head)
-		err = txn_note_head(t, vlen, klen, head);
+	err = txn_put(t, table, key, klen, val, s,
+		      flags & BPUT_RETAIN ? PUT_RETAIN : 0);
 	if (!err && seq)
 		*seq = s;
 	return err;
@@ -970,7 +984,9 @@ int btxn_put_ex(struct btxn *t, uint32_t table, const void *key,
 int btxn_put(struct btxn *t, uint32_t table, const void *key, size_t klen,
 	     const void *val, size_t vlen, uint64_t *seq)
 {
-	return btxn_put_ex(t, table, key, klen, val, vlen, 0, 0, seq);
+	struct bput_value v = { NULL, 0, val, vlen };
+
+	return btxn_put_ex(t, table, key, klen, &v, 0, seq);
 }
 
 /* The pending index entry of key. */
@@ -991,22 +1007,21 @@ static int txn_entry(struct btxn *t, uint32_t table, const void *key,
 int btxn_put_retain(struct btxn *t, uint32_t table, const void *key,
 		    size_t klen, const void *val, size_t vlen, uint64_t *seq)
 {
-	return btxn_put_ex(t, table, key, klen, val, vlen, BPUT_RETAIN, 0,
-			   seq);
+	struct bput_value v = { NULL, 0, val, vlen };
+
+	return btxn_put_ex(t, table, key, klen, &v, BPUT_RETAIN, seq);
 }
 
 int btxn_rewrite(struct btxn *t, uint32_t table, const void *key,
-		 size_t klen, const void *val, size_t vlen)
+		 size_t klen, const struct bput_value *val)
 {
 	uint8_t buf[BT_MAX_VAL];
 	struct db_entry e;
 	int err = key_check(t, table, klen);
 
-	if (!err && vlen > BDB_MAX_VALUE)
-		err = BARREL_E_TOOBIG;
 	if (!err)
 		err = txn_entry(t, table, key, klen, buf, &e);
-	return err ? err : db_txn_put_seq(t, table, key, klen, val, vlen, e.seq);
+	return err ? err : txn_put(t, table, key, klen, val, e.seq, 0);
 }
 
 int btxn_del(struct btxn *t, uint32_t table, const void *key, size_t klen)
