@@ -139,11 +139,15 @@ static const struct cmd cmds[] = {
 	  "exit status is 1.\n\n"
 	  DOC_OPTIONS_HELP, cmd_import },
 	{ "bench", false,
-	  "[--docs N] [--quick] [--keep] [--dir DIR] [--stores LIST]",
+	  "[--docs N] [--updates PCT] [--rounds N] [--quick] [--keep] "
+	  "[--dir DIR]\n       [--stores LIST]",
 	  "Run the same durable document workload against barrelfs, SQLite,\n"
 	  "LMDB, RocksDB and a bare log, and compare them.\n\n"
 	  "  -n, --docs N         documents (default 100000)\n"
-	  "  -q, --quick          10000 documents\n"
+	  "  -u, --updates PCT    update this percentage of them (default 20)\n"
+	  "  -r, --rounds N       run every store N times, interleaved, and\n"
+	  "                       report the median of each figure (default 3)\n"
+	  "  -q, --quick          10000 documents, one round\n"
 	  "  -k, --keep           keep the stores' files; print where\n"
 	  "  -D, --dir DIR        run in DIR (created, or empty); default: a\n"
 	  "                       fresh directory under $TMPDIR or /var/tmp\n"
@@ -593,14 +597,15 @@ static int cmd_gc(struct ctl *ctl, const struct cmd *c, int argc, char **argv)
 
 /* ---- bench ---- */
 
-static int parse_docs(const char *s, uint64_t *n)
+/* A decimal number in 1..max. */
+static int parse_count(const char *s, uint64_t max, uint64_t *n)
 {
 	char *end;
 	unsigned long long v;
 
 	errno = 0;
 	v = strtoull(s, &end, 10);
-	if (errno || end == s || *end || *s == '-' || v == 0 || v > UINT32_MAX)
+	if (errno || end == s || *end || *s == '-' || v == 0 || v > max)
 		return -1;
 	*n = v;
 	return 0;
@@ -615,24 +620,47 @@ static int cmd_bench(struct ctl *ctl, const struct cmd *c, int argc,
 		{ "keep", no_argument, NULL, 'k' },
 		{ "dir", required_argument, NULL, 'D' },
 		{ "stores", required_argument, NULL, 's' },
+		{ "updates", required_argument, NULL, 'u' },
+		{ "rounds", required_argument, NULL, 'r' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
-	struct bench_opts o = { .docs = 100000 };
-	bool docs_set = false, quick = false;
+	struct bench_opts o = { .docs = 100000, .update_percent = 20,
+				.rounds = 3 };
+	bool docs_set = false, rounds_set = false, quick = false;
+	uint64_t v;
 	int opt, rc;
 
 	(void)ctl;
-	while ((opt = getopt_long(argc, argv, "n:qkD:s:h", longopts,
+	while ((opt = getopt_long(argc, argv, "n:qkD:s:u:r:h", longopts,
 				  NULL)) != -1) {
 		switch (opt) {
 		case 'n':
-			if (parse_docs(optarg, &o.docs)) {
+			if (parse_count(optarg, UINT32_MAX, &o.docs)) {
 				fprintf(stderr, "barrelctl bench: bad --docs "
 					"'%s'\n", optarg);
 				return cmd_usage(c, stderr, EXIT_USAGE);
 			}
 			docs_set = true;
+			break;
+		case 'u':
+			if (parse_count(optarg, 100, &v)) {
+				fprintf(stderr, "barrelctl bench: bad --updates "
+					"'%s' (a percentage, 1..100)\n",
+					optarg);
+				return cmd_usage(c, stderr, EXIT_USAGE);
+			}
+			o.update_percent = (unsigned)v;
+			break;
+		case 'r':
+			if (parse_count(optarg, BENCH_MAX_ROUNDS, &v)) {
+				fprintf(stderr, "barrelctl bench: bad --rounds "
+					"'%s' (1..%d)\n", optarg,
+					BENCH_MAX_ROUNDS);
+				return cmd_usage(c, stderr, EXIT_USAGE);
+			}
+			o.rounds = (unsigned)v;
+			rounds_set = true;
 			break;
 		case 'q': quick = true; break;
 		case 'k': o.keep = true; break;
@@ -646,6 +674,8 @@ static int cmd_bench(struct ctl *ctl, const struct cmd *c, int argc,
 		return rc;
 	if (quick && !docs_set)
 		o.docs = 10000;
+	if (quick && !rounds_set)
+		o.rounds = 1;
 	return bench_run(&o);
 }
 

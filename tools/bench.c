@@ -6,7 +6,8 @@
  * values of about 1 KiB from a fixed-seed generator):
  *   1. insert   N documents, durable commits of BATCH;
  *   2. read     N random keys, each checked against the expected bytes;
- *   3. update   UPDATE_PERCENT of the keys at random, commits of BATCH;
+ *   3. update   a percentage of the keys (--updates, default 20) at
+ *               random, each once, commits of BATCH;
  *   4. usage    bytes on disk against live bytes (keys + current values);
  *   5. scan     every document in key order, checked for order and size;
  *   6. close    timed;
@@ -46,7 +47,6 @@
 #include <unistd.h>
 
 #define BATCH 100               /* documents per durable commit */
-#define UPDATE_PERCENT 20
 #define VAL_MIN 900             /* value sizes, bytes */
 #define VAL_MAX 1150
 #define VAL_CAP 2048            /* room for any value */
@@ -304,6 +304,7 @@ struct run {
 	struct bench_store *store;     /* NULL while closed */
 	const char *dir;
 	uint64_t n;
+	unsigned update_percent;
 	uint8_t *rev;                  /* current revision of document i */
 	uint32_t *pick;                /* a permutation, for the update set */
 	uint64_t rng;                  /* drives reads and update choice */
@@ -407,7 +408,7 @@ static int phase_read(struct run *r)
 static int phase_update(struct run *r)
 {
 	struct bench_result *res = r->res;
-	uint64_t u = r->n * UPDATE_PERCENT / 100;
+	uint64_t u = r->n * r->update_percent / 100;
 	uint64_t old = 0;
 
 	/* A partial Fisher-Yates shuffle: the first u picks are distinct. */
@@ -596,10 +597,12 @@ static int run_phases(struct run *r)
 
 /* The child: run every phase against one store, fill res. */
 static void child_run(const struct bench_ops *ops, const char *dir,
-		      uint64_t n, struct bench_result *res)
+		      const struct bench_opts *o, struct bench_result *res)
 {
-	struct run r = { .ops = ops, .dir = dir, .n = n, .res = res,
+	struct run r = { .ops = ops, .dir = dir, .n = o->docs,
+			 .update_percent = o->update_percent, .res = res,
 			 .rng = SEED * 7 };
+	uint64_t n = o->docs;
 
 	r.rev = calloc(n, sizeof(*r.rev));
 	r.pick = calloc(n, sizeof(*r.pick));
@@ -666,7 +669,7 @@ static bool read_full(int fd, void *buf, size_t len)
 
 /* Run one store in a child process; res gets its report. */
 static void run_store(const struct bench_ops *ops, const char *root,
-		      uint64_t n, struct bench_result *res)
+		      const struct bench_opts *o, struct bench_result *res)
 {
 	char dir[4096];
 	struct rusage ru;
@@ -678,7 +681,11 @@ static void run_store(const struct bench_ops *ops, const char *root,
 	snprintf(res->phase, sizeof(res->phase), "setup");
 	if (bench_path(dir, sizeof(dir), root, ops->name, res->err))
 		return;
-	if (mkdir(dir, 0755) && errno != EEXIST) {
+	if (remove_tree(dir) && errno != ENOENT) {   /* an earlier round's */
+		bench_fail(res->err, "%s: %s", dir, strerror(errno));
+		return;
+	}
+	if (mkdir(dir, 0755)) {
 		bench_fail(res->err, "%s: %s", dir, strerror(errno));
 		return;
 	}
@@ -697,7 +704,7 @@ static void run_store(const struct bench_ops *ops, const char *root,
 	if (pid == 0) {
 		close(fds[0]);
 		res->phase[0] = '\0';
-		child_run(ops, dir, n, res);
+		child_run(ops, dir, o, res);
 		exit(write_full(fds[1], res, sizeof(*res)) ? 0 : 1);
 	}
 	close(fds[1]);
@@ -1005,7 +1012,7 @@ static void cpu_model(char *buf, size_t size)
 	fclose(f);
 }
 
-static void print_header(const char *root, uint64_t n)
+static void print_header(const char *root, const struct bench_opts *o)
 {
 	struct utsname u;
 	struct statfs sf;
@@ -1017,8 +1024,8 @@ static void print_header(const char *root, uint64_t n)
 		snprintf(u.release, sizeof(u.release), "unknown");
 	cpu_model(cpu, sizeof(cpu));
 	printf("barrelfs benchmark: %" PRIu64 " documents of ~1 KiB, durable "
-	       "commits of %d, %d%% updated, %" PRIu64 " random reads\n",
-	       n, BATCH, UPDATE_PERCENT, n);
+	       "commits of %d, %u%% updated, %" PRIu64 " random reads\n",
+	       o->docs, BATCH, o->update_percent, o->docs);
 	printf("machine: %ld cpus (%s), %.1f GiB RAM, Linux %s\n",
 	       sysconf(_SC_NPROCESSORS_ONLN), cpu,
 	       (double)pages * (double)psize / (1 << 30), u.release);
@@ -1115,9 +1122,60 @@ const char *bench_store_names(void)
 	return "barrelfs,documents,sqlite,lmdb,rocksdb,log";
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* The median of v[0..n) (n >= 1), which it sorts. */
+static double median_of(double *v, size_t n)
+{
+	qsort(v, n, sizeof(*v), cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/*
+ * One store's rounds r[0..n) as one result, field by field the median:
+ * every figure of the report follows one of these fields up or down, so
+ * it is the median of that figure. A round that failed is the result.
+ */
+static void median_result(const struct bench_result *r, size_t n,
+			  struct bench_result *out)
+{
+	double v[BENCH_MAX_ROUNDS];
+
+	*out = r[0];
+	for (size_t i = 0; i < n; i++)
+		if (!r[i].ok) {
+			*out = r[i];
+			return;
+		}
+#define MEDIAN(field, type)                                              \
+	do {                                                             \
+		for (size_t i = 0; i < n; i++)                           \
+			v[i] = (double)r[i].field;                       \
+		out->field = (type)median_of(v, n);                      \
+	} while (0)
+	MEDIAN(insert_s, double);
+	MEDIAN(read_s, double);
+	MEDIAN(update_s, double);
+	MEDIAN(scan_s, double);
+	MEDIAN(close_s, double);
+	MEDIAN(reopen_s, double);
+	MEDIAN(disk_bytes, uint64_t);
+	MEDIAN(dev_bytes, uint64_t);
+	MEDIAN(io_bytes, uint64_t);
+	MEDIAN(base_rss_kb, long);
+	MEDIAN(maxrss_kb, long);
+#undef MEDIAN
+}
+
 int bench_run(const struct bench_opts *o)
 {
-	struct bench_result res[NSTORES];
+	static struct bench_result rounds[BENCH_MAX_ROUNDS][NSTORES];
+	struct bench_result res[NSTORES], one[BENCH_MAX_ROUNDS];
 	bool sel[NSTORES], created;
 	char root[4096];
 	int status = 0;
@@ -1129,23 +1187,43 @@ int bench_run(const struct bench_opts *o)
 			"\n", UINT32_MAX);
 		return 2;
 	}
+	if (o->update_percent < 1 || o->update_percent > 100 ||
+	    o->rounds < 1 || o->rounds > BENCH_MAX_ROUNDS) {
+		fprintf(stderr, "barrelctl: bench: --updates must be 1..100 "
+			"and --rounds 1..%d\n", BENCH_MAX_ROUNDS);
+		return 2;
+	}
 	if (make_root(o, root, sizeof(root), &created))
 		return 1;
-	print_header(root, o->docs);
-	memset(res, 0, sizeof(res));
-	for (size_t s = 0; s < NSTORES; s++) {
-		double t0 = now();
+	print_header(root, o);
+	memset(rounds, 0, sizeof(rounds));
+	/* rounds interleave the stores, so a slow spell of the machine
+	 * falls on all of them */
+	for (unsigned k = 0; k < o->rounds; k++) {
+		for (size_t s = 0; s < NSTORES; s++) {
+			struct bench_result *r = &rounds[k][s];
+			double t0 = now();
 
-		if (!sel[s])
-			continue;
-		printf("running %-9s", bench_stores[s]->name);
-		fflush(stdout);
-		run_store(bench_stores[s], root, o->docs, &res[s]);
-		printf(" %s in %.1f s\n", res[s].ok ? "done" : res[s].ran ?
-		       "FAILED" : "skipped", now() - t0);
-		if (res[s].ran && !res[s].ok)
-			status = 1;
+			if (!sel[s])
+				continue;
+			printf("running %-9s", bench_stores[s]->name);
+			if (o->rounds > 1)
+				printf(" (round %u of %u)", k + 1, o->rounds);
+			fflush(stdout);
+			run_store(bench_stores[s], root, o, r);
+			printf(" %s in %.1f s\n", r->ok ? "done" : r->ran ?
+			       "FAILED" : "skipped", now() - t0);
+			if (r->ran && !r->ok)
+				status = 1;
+		}
 	}
+	for (size_t s = 0; s < NSTORES; s++) {
+		for (unsigned k = 0; k < o->rounds; k++)
+			one[k] = rounds[k][s];
+		median_result(one, o->rounds, &res[s]);
+	}
+	if (o->rounds > 1)
+		printf("\nfigures: the median of %u rounds\n", o->rounds);
 	print_table(sel, res);
 	print_ratios(sel, res);
 	print_doc_overhead(sel, res);

@@ -78,10 +78,15 @@ extern const struct bench_ops bench_log_ops;
 
 struct bench_opts {
 	uint64_t docs;               /* documents to insert */
+	unsigned update_percent;     /* of them updated, 1..100 */
+	unsigned rounds;             /* runs of every store; the report
+	                                gives the median of each figure */
 	const char *dir;             /* run here; NULL: a fresh temporary dir */
 	const char *stores;          /* comma-separated names; NULL: all */
 	bool keep;                   /* keep the directory afterwards */
 };
+
+#define BENCH_MAX_ROUNDS 15
 
 /* Run the benchmark and print its report on stdout. Returns an exit
  * status: 0, or 1 when it could not run or a store returned wrong data. */

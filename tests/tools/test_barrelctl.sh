@@ -54,6 +54,14 @@ for cmd in check stat dump gc bench; do
 	echo "$err" | grep -q "usage:" ||
 		fail "barrelctl $cmd --no-such-option: no usage on stderr"
 done
+for bad in "--rounds 0" "--rounds 16" "--rounds x" "--updates 0" \
+	"--updates 101" "--updates 5%"; do
+	# shellcheck disable=SC2086  # two words: the option and its value
+	run bench $bad
+	expect 2 "barrelctl bench $bad"
+	echo "$err" | grep -q "bad ${bad%% *}" ||
+		fail "barrelctl bench $bad: no message naming the option: $err"
+done
 run no-such-command
 expect 2 "barrelctl no-such-command"
 run
@@ -67,6 +75,16 @@ echo "$out" | grep -q "^running barrelfs  *done" ||
 	fail "bench did not run the barrelfs store: $out"
 datadir="$bench/barrelfs"
 [ -d "$datadir" ] || fail "bench left no $datadir"
+
+# Rounds: each starts from an empty store (the documents store would
+# refuse to insert its documents again), and the report is their median.
+run bench --docs 500 --rounds 2 --stores barrelfs,documents \
+	--dir "$tmp/rounds"
+expect 0 "barrelctl bench --rounds 2"
+echo "$out" | grep -q "^running documents (round 2 of 2) done" ||
+	fail "bench --rounds 2: no second round of documents: $out"
+echo "$out" | grep -q "the median of 2 rounds" ||
+	fail "bench --rounds 2: the report does not say it is a median: $out"
 
 run -d "$datadir" stat
 expect 0 "barrelctl stat"
