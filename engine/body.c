@@ -616,6 +616,13 @@ static void *pool_alloc(struct body_pool *pool, size_t n)
 	return (char *)c->mem + c->used - need;
 }
 
+void *body_pool_zalloc(struct body_pool *pool, size_t n)
+{
+	void *p = pool_alloc(pool, n);
+
+	return p ? memset(p, 0, n) : NULL;
+}
+
 /* The tokens and decoded strings of the pool's scan, copied into it for
  * b: the scan's buffers serve the next body. */
 static int pool_keep(struct body_pool *pool, const struct bscan *s,

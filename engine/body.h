@@ -96,6 +96,10 @@ int body_parse(const char *text, size_t len, struct body *out, char *err);
 int body_pool_new(struct body_pool **out);
 void body_pool_free(struct body_pool *pool);     /* NULL is a no-op */
 
+/* n zeroed bytes of pool, 8-aligned, freed with it; NULL on ENOMEM (the
+ * caller's other per-bulk memory, in the same blocks as the tokens). */
+void *body_pool_zalloc(struct body_pool *pool, size_t n);
+
 /* body_parse() with the memory of pool (NULL: body_parse()). */
 int body_parse_in(struct body_pool *pool, const char *text, size_t len,
 		  struct body *out, char *err);

@@ -198,6 +198,12 @@ int btxn_get(struct btxn *txn, uint32_t table, const void *key, size_t klen,
 int btxn_get_head(struct btxn *txn, uint32_t table, const void *key,
 		  size_t klen, struct bval *out, bool *whole);
 
+/* A hint that a btxn_get_head() of key comes soon (the next of a batch):
+ * starts loading what the cache has for it, so the two lookups overlap.
+ * Changes nothing. */
+void btxn_prefetch_head(struct btxn *txn, uint32_t table, const void *key,
+			size_t klen);
+
 /*
  * Make the transaction durable and visible, then free it. On error nothing
  * of it is visible (and the database may have turned read-only: a failed

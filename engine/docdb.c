@@ -1355,6 +1355,9 @@ static int put_bulk(struct docdb *d, struct btxn *txn, struct doc_put *req,
 	for (size_t i = 0; i < n && !rc; i++) {
 		if (req[i].rc)
 			continue;
+		if (i + 1 < n && !req[i + 1].rc)
+			btxn_prefetch_head(txn, d->t_docs, p[i + 1].id,
+					   p[i + 1].idlen);
 		rc = put_one(d, txn, &req[i], &p[i], &nums, now, &wrote);
 		put_result(&req[i], rc);
 		any |= wrote;
@@ -1373,13 +1376,14 @@ static int put_bulk(struct docdb *d, struct btxn *txn, struct doc_put *req,
 
 int docdb_put(struct docdb *d, struct doc_put *req, size_t n)
 {
-	struct prep *p = calloc(n ? n : 1, sizeof(*p));
 	struct body_pool *pool = NULL;
+	struct prep *p = NULL;
 	struct btxn *txn;
 	int rc;
 
-	if (!p || (rc = body_pool_new(&pool))) {
-		free(p);
+	if (body_pool_new(&pool) ||
+	    !(p = body_pool_zalloc(pool, (n ? n : 1) * sizeof(*p)))) {
+		body_pool_free(pool);
 		return -ENOMEM;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -1395,7 +1399,6 @@ int docdb_put(struct docdb *d, struct doc_put *req, size_t n)
 	for (size_t i = 0; i < n; i++)
 		prep_release(&p[i]);
 	body_pool_free(pool);
-	free(p);
 	return rc;
 }
 

@@ -5,23 +5,26 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 #include "engine/error.h"
 
 /*
- * An open-addressed table of slots, linear probing from the address's
- * hash; a deletion shifts the rest of its cluster back, so there are no
+ * An open-addressed table of slots, linear probing from the key's hash;
+ * a deletion shifts the rest of its cluster back, so there are no
  * tombstones and a probe ends at the first empty slot. Address 0 (never
  * a record's: the segment header is at offset 0) marks an empty slot.
  * The table doubles at half full.
  */
 
 #define HC_MIN_BITS 10u
+#define HC_AHEAD 16u          /* slots a rehash looks ahead to prefetch */
 /* What an entry costs besides its bytes: two slots (the table is at most
  * half full) and the allocator's header. */
 #define HC_ENTRY_COST (2 * sizeof(struct hc_slot) + 16)
 
 struct hc_slot {
+	uint64_t key;
 	uint64_t addr;                /* 0: empty */
 	void *head;                   /* malloc'ed */
 	size_t len;
@@ -42,14 +45,19 @@ static size_t hc_mask(const struct hcache *c)
 	return ((size_t)1 << c->bits) - 1;
 }
 
-static size_t hc_home(const struct hcache *c, uint64_t addr)
+static size_t hc_home(const struct hcache *c, uint64_t key)
 {
-	return (size_t)((addr * 0x9E3779B97F4A7C15ull) >> (64 - c->bits));
+	return (size_t)(key >> (64 - c->bits));
 }
 
 static size_t hc_charge(size_t len)
 {
 	return len + HC_ENTRY_COST;
+}
+
+uint64_t hcache_key(uint32_t table, const void *key, size_t klen)
+{
+	return XXH3_64bits_withSeed(key, klen, table);
 }
 
 struct hcache *hcache_new(_Atomic size_t *total, size_t budget)
@@ -80,28 +88,37 @@ void hcache_free(struct hcache *c)
 	free(c);
 }
 
-/* The slot of addr, or of the empty slot where its probe ends. */
-static size_t hc_probe(const struct hcache *c, uint64_t addr)
+/* The slot of key, or the empty slot where its probe ends. */
+static size_t hc_probe(const struct hcache *c, uint64_t key)
 {
-	size_t i = hc_home(c, addr);
+	size_t i = hc_home(c, key);
 
-	while (c->slots[i].addr && c->slots[i].addr != addr)
+	while (c->slots[i].addr && c->slots[i].key != key)
 		i = (i + 1) & hc_mask(c);
 	return i;
 }
 
-/* Empty slot i, shifting back the entries after it that probed past it. */
+/* Charge (or give back, delta < 0) bytes of this cache. */
+static void hc_account(struct hcache *c, ptrdiff_t delta)
+{
+	c->bytes += (size_t)delta;
+	atomic_fetch_add(c->total, (size_t)delta);
+}
+
+/* Free slot i's head and empty the slot, shifting back the entries after
+ * it that probed past it. */
 static void hc_remove(struct hcache *c, size_t i)
 {
 	size_t mask = hc_mask(c), j = i;
-	size_t charge = hc_charge(c->slots[i].len);
 
+	free(c->slots[i].head);
+	hc_account(c, -(ptrdiff_t)hc_charge(c->slots[i].len));
 	for (;;) {
 		j = (j + 1) & mask;
 		if (!c->slots[j].addr)
 			break;
 		/* the entry at j may fill i if i lies on its probe path */
-		if (((j - hc_home(c, c->slots[j].addr)) & mask) >=
+		if (((j - hc_home(c, c->slots[j].key)) & mask) >=
 		    ((j - i) & mask)) {
 			c->slots[i] = c->slots[j];
 			i = j;
@@ -109,8 +126,6 @@ static void hc_remove(struct hcache *c, size_t i)
 	}
 	c->slots[i] = (struct hc_slot){ 0 };
 	c->count--;
-	c->bytes -= charge;
-	atomic_fetch_sub(c->total, charge);
 }
 
 /* Evict one entry, the first at or after the hand. */
@@ -120,24 +135,30 @@ static void hc_evict(struct hcache *c)
 
 	while (!c->slots[i].addr)
 		i = (i + 1) & hc_mask(c);
-	free(c->slots[i].head);
 	hc_remove(c, i);
 	c->hand = i;
 }
 
-static int hc_grow(struct hcache *c)
+/* Double the table until n entries keep it at most half full. */
+static int hc_grow(struct hcache *c, size_t n)
 {
 	struct hcache bigger = *c;
 	size_t oldn = hc_mask(c) + 1;
 
-	bigger.bits = c->bits + 1;
+	while (n * 2 > ((size_t)1 << bigger.bits))
+		bigger.bits++;
+	if (bigger.bits == c->bits)
+		return 0;
 	bigger.slots = calloc((size_t)1 << bigger.bits, sizeof(*bigger.slots));
 	if (!bigger.slots)
 		return -ENOMEM;
-	for (size_t i = 0; i < oldn; i++)
+	for (size_t i = 0; i < oldn; i++) {
+		if (i + HC_AHEAD < oldn && c->slots[i + HC_AHEAD].addr)
+			hcache_prefetch(&bigger, c->slots[i + HC_AHEAD].key);
 		if (c->slots[i].addr)
-			bigger.slots[hc_probe(&bigger, c->slots[i].addr)] =
+			bigger.slots[hc_probe(&bigger, c->slots[i].key)] =
 				c->slots[i];
+	}
 	free(c->slots);
 	c->slots = bigger.slots;
 	c->bits = bigger.bits;
@@ -150,45 +171,62 @@ static bool hc_over(const struct hcache *c, size_t charge)
 	       c->budget;
 }
 
-void hcache_put(struct hcache *c, uint64_t addr, const void *head,
-		size_t len)
+void hcache_put(struct hcache *c, uint64_t key, uint64_t addr,
+		const void *head, size_t len)
 {
-	size_t charge = hc_charge(len);
+	size_t charge = hc_charge(len), i = hc_probe(c, key);
 	void *copy;
 
-	size_t i = hc_probe(c, addr);
-
-	if (c->slots[i].addr) {       /* not expected: replace it */
-		free(c->slots[i].head);
+	if (c->slots[i].addr)         /* the head of key's earlier value */
 		hc_remove(c, i);
-	}
 	if (!addr || charge > c->budget)
 		return;
 	while (c->count && hc_over(c, charge))
 		hc_evict(c);
 	if (hc_over(c, charge))
 		return;               /* the other caches hold the budget */
-	if ((c->count + 1) * 2 > hc_mask(c) + 1 && hc_grow(c))
-		return;
-	if (!(copy = malloc(len ? len : 1)))
+	if (hc_grow(c, c->count + 1) || !(copy = malloc(len ? len : 1)))
 		return;
 	memcpy(copy, head, len);
-	c->slots[hc_probe(c, addr)] = (struct hc_slot){ addr, copy, len };
+	c->slots[hc_probe(c, key)] = (struct hc_slot){ key, addr, copy, len };
 	c->count++;
-	c->bytes += charge;
-	atomic_fetch_add(c->total, charge);
+	hc_account(c, (ptrdiff_t)charge);
 }
 
-int hcache_take(struct hcache *c, uint64_t addr, void **head, size_t *len)
+int hcache_get(struct hcache *c, uint64_t key, uint64_t addr, void **head,
+	       size_t *len)
 {
-	size_t i = hc_probe(c, addr);
+	const struct hc_slot *s = &c->slots[hc_probe(c, key)];
 
-	if (!addr || !c->slots[i].addr)
+	if (!addr || s->addr != addr)
 		return BARREL_E_NOTFOUND;
-	*head = c->slots[i].head;
-	*len = c->slots[i].len;
-	hc_remove(c, i);
+	if (!(*head = malloc(s->len ? s->len : 1)))
+		return -ENOMEM;
+	memcpy(*head, s->head, s->len);
+	*len = s->len;
 	return 0;
+}
+
+void hcache_prefetch(const struct hcache *c, uint64_t key)
+{
+	__builtin_prefetch(&c->slots[hc_home(c, key)]);
+}
+
+void hcache_prefetch_head(const struct hcache *c, uint64_t key)
+{
+	const struct hc_slot *s = &c->slots[hc_home(c, key)];
+
+	if (s->key == key && s->head)
+		__builtin_prefetch(s->head);
+}
+
+void hcache_reserve(struct hcache *c, size_t n)
+{
+	size_t most = c->budget / HC_ENTRY_COST;   /* what can ever fit */
+
+	if (c->count + n > most)
+		n = most > c->count ? most - c->count : 0;
+	hc_grow(c, c->count + n);     /* a failure is only a later one */
 }
 
 size_t hcache_count(const struct hcache *c)

@@ -36,6 +36,7 @@ struct acct {
 struct txn_head {
 	size_t off;
 	uint32_t len;
+	uint64_t key;                /* hcache_key(), at the commit */
 };
 
 struct btxn {
@@ -942,7 +943,7 @@ static int txn_note_head(struct btxn *t, size_t klen,
 	}
 	t->heads[t->nheads++] = (struct txn_head){
 		t->len - rec_size(PUT_HDR + klen + val->hlen + val->rlen),
-		(uint32_t)val->hlen };
+		(uint32_t)val->hlen, 0 };
 	return 0;
 }
 
@@ -1107,28 +1108,47 @@ int btxn_get(struct btxn *t, uint32_t table, const void *key, size_t klen,
 static void txn_cache_heads(struct btxn *t, uint32_t first)
 {
 	struct bdb *db = t->db;
+	uint32_t seg = db->open->seg->id;
 
+	hcache_reserve(db->heads, t->nheads);
 	for (size_t i = 0; i < t->nheads; i++) {
 		const uint8_t *put = t->buf + t->heads[i].off + REC_HEADER_SIZE;
 
-		hcache_put(db->heads, bptr_make(db->open->seg->id,
-						first + t->heads[i].off),
+		t->heads[i].key = hcache_key(get_le32(put), put + PUT_HDR,
+					     get_le16(put + 4));
+		hcache_prefetch(db->heads, t->heads[i].key);
+	}
+	for (size_t i = 0; i < t->nheads; i++) {
+		const uint8_t *put = t->buf + t->heads[i].off + REC_HEADER_SIZE;
+
+		hcache_put(db->heads, t->heads[i].key,
+			   bptr_make(seg, first + t->heads[i].off),
 			   put + PUT_HDR + get_le16(put + 4), t->heads[i].len);
 	}
+}
+
+void btxn_prefetch_head(struct btxn *t, uint32_t table, const void *key,
+			size_t klen)
+{
+	hcache_prefetch(t->db->heads, hcache_key(table, key, klen));
 }
 
 int btxn_get_head(struct btxn *t, uint32_t table, const void *key,
 		  size_t klen, struct bval *out, bool *whole)
 {
+	uint64_t hkey = hcache_key(table, key, klen);
 	uint8_t v[BT_MAX_VAL];
 	struct db_entry e;
-	int err = txn_entry(t, table, key, klen, v, &e);
+	int err;
 
+	hcache_prefetch_head(t->db->heads, hkey);   /* while the index is read */
+	err = txn_entry(t, table, key, klen, v, &e);
 	*whole = true;
 	if (err)
 		return err;
 	if (e.kind == ENT_RECORD && !txn_own_record(t, e.addr)) {
-		err = hcache_take(t->db->heads, e.addr, &out->data, &out->len);
+		err = hcache_get(t->db->heads, hkey, e.addr, &out->data,
+				 &out->len);
 		atomic_fetch_add_explicit(err ? &t->db->head_misses
 					      : &t->db->head_hits, 1,
 					  memory_order_relaxed);
