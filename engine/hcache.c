@@ -15,19 +15,32 @@
  * tombstones and a probe ends at the first empty slot. Address 0 (never
  * a record's: the segment header is at offset 0) marks an empty slot.
  * The table doubles at half full.
+ *
+ * Heads of up to HC_CELL bytes (a document's tree of a few revisions)
+ * live in cells of that size, carved from slabs the cache keeps and
+ * reuses: a database's worth of small allocations of the general heap
+ * would make every other malloc slower. Bigger heads are malloc'ed.
  */
 
 #define HC_MIN_BITS 10u
 #define HC_AHEAD 16u          /* slots a rehash looks ahead to prefetch */
-/* What an entry costs besides its bytes: two slots (the table is at most
- * half full) and the allocator's header. */
-#define HC_ENTRY_COST (2 * sizeof(struct hc_slot) + 16)
+#define HC_CELL 128u
+#define HC_SLAB_CELLS 512u
+/* What an entry costs besides its head: two slots (the table is at most
+ * half full). */
+#define HC_ENTRY_COST (2 * sizeof(struct hc_slot))
 
 struct hc_slot {
 	uint64_t key;
 	uint64_t addr;                /* 0: empty */
-	void *head;                   /* malloc'ed */
+	void *head;                   /* a cell, or malloc'ed (hc_alloc()) */
 	size_t len;
+};
+
+/* A block of HC_SLAB_CELLS cells. */
+struct hc_slab {
+	struct hc_slab *next;
+	max_align_t cells[];
 };
 
 struct hcache {
@@ -38,6 +51,8 @@ struct hcache {
 	size_t hand;                  /* where eviction looks next */
 	_Atomic size_t *total;
 	size_t budget;
+	void *free_cells;             /* linked through their first bytes */
+	struct hc_slab *slabs;
 };
 
 static size_t hc_mask(const struct hcache *c)
@@ -52,7 +67,45 @@ static size_t hc_home(const struct hcache *c, uint64_t key)
 
 static size_t hc_charge(size_t len)
 {
-	return len + HC_ENTRY_COST;
+	return (len <= HC_CELL ? HC_CELL : len + 16) + HC_ENTRY_COST;
+}
+
+/* Room for a head of len bytes; NULL on ENOMEM. */
+static void *hc_alloc(struct hcache *c, size_t len)
+{
+	void *p;
+
+	if (len > HC_CELL)
+		return malloc(len);
+	if (!c->free_cells) {
+		struct hc_slab *sl = malloc(sizeof(*sl) +
+					    (size_t)HC_SLAB_CELLS * HC_CELL);
+
+		if (!sl)
+			return NULL;
+		sl->next = c->slabs;
+		c->slabs = sl;
+		for (unsigned i = 0; i < HC_SLAB_CELLS; i++) {
+			void **cell = (void **)((char *)sl->cells +
+						(size_t)i * HC_CELL);
+
+			*cell = c->free_cells;
+			c->free_cells = cell;
+		}
+	}
+	p = c->free_cells;
+	c->free_cells = *(void **)p;
+	return p;
+}
+
+static void hc_release(struct hcache *c, void *head, size_t len)
+{
+	if (len > HC_CELL) {
+		free(head);
+		return;
+	}
+	*(void **)head = c->free_cells;
+	c->free_cells = head;
 }
 
 uint64_t hcache_key(uint32_t table, const void *key, size_t klen)
@@ -82,7 +135,14 @@ void hcache_free(struct hcache *c)
 	if (!c)
 		return;
 	for (size_t i = 0; i <= hc_mask(c); i++)
-		free(c->slots[i].head);
+		if (c->slots[i].addr && c->slots[i].len > HC_CELL)
+			free(c->slots[i].head);
+	while (c->slabs) {
+		struct hc_slab *next = c->slabs->next;
+
+		free(c->slabs);
+		c->slabs = next;
+	}
 	atomic_fetch_sub(c->total, c->bytes);
 	free(c->slots);
 	free(c);
@@ -111,7 +171,7 @@ static void hc_remove(struct hcache *c, size_t i)
 {
 	size_t mask = hc_mask(c), j = i;
 
-	free(c->slots[i].head);
+	hc_release(c, c->slots[i].head, c->slots[i].len);
 	hc_account(c, -(ptrdiff_t)hc_charge(c->slots[i].len));
 	for (;;) {
 		j = (j + 1) & mask;
@@ -185,7 +245,7 @@ void hcache_put(struct hcache *c, uint64_t key, uint64_t addr,
 		hc_evict(c);
 	if (hc_over(c, charge))
 		return;               /* the other caches hold the budget */
-	if (hc_grow(c, c->count + 1) || !(copy = malloc(len ? len : 1)))
+	if (hc_grow(c, c->count + 1) || !(copy = hc_alloc(c, len)))
 		return;
 	memcpy(copy, head, len);
 	c->slots[hc_probe(c, key)] = (struct hc_slot){ key, addr, copy, len };
