@@ -3359,6 +3359,7 @@ static Suite *docdb_suite(void)
 	tcase_add_test(att, test_att_dedup);
 	tcase_add_test(att, test_att_keep_and_drop);
 	tcase_add_test(att, test_att_inline_and_bad_stub);
+	tcase_add_test(att, test_edit_from_cached_head);
 	tcase_add_test(att, test_att_remove_and_follows);
 	tcase_add_test(att, test_replicated_stubs_deleted_stem);
 	tcase_add_test(att, test_att_refcount);
