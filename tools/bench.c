@@ -82,6 +82,7 @@ struct bench_result {
 	bool io_known;             /* /proc/self/io was readable */
 	long base_rss_kb;          /* the child before opening the store */
 	long maxrss_kb;            /* filled by the driver from wait4 */
+	char note[160];            /* bench_ops.note's line, or empty */
 };
 
 /* ---- helpers shared with the stores ---- */
@@ -440,6 +441,8 @@ static int phase_update(struct run *r)
 		res->updates += m;
 	}
 	res->live_bytes -= old;
+	if (r->ops->note)
+		r->ops->note(r->store, res->note, sizeof(res->note));
 	return 0;
 }
 
@@ -965,6 +968,19 @@ static void print_doc_overhead(const bool *sel,
 	}
 }
 
+static void print_notes(const bool *sel, const struct bench_result *res)
+{
+	bool first = true;
+
+	for (size_t s = 0; s < NSTORES; s++) {
+		if (!sel[s] || !res[s].ok || !res[s].note[0])
+			continue;
+		printf("%s%s: %s\n", first ? "\n" : "", bench_stores[s]->name,
+		       res[s].note);
+		first = false;
+	}
+}
+
 static void print_failures(const bool *sel, const struct bench_result *res)
 {
 	for (size_t s = 0; s < NSTORES; s++)
@@ -1227,6 +1243,7 @@ int bench_run(const struct bench_opts *o)
 	print_table(sel, res);
 	print_ratios(sel, res);
 	print_doc_overhead(sel, res);
+	print_notes(sel, res);
 	print_failures(sel, res);
 	if (o->keep)
 		printf("\nkept %s\n", root);

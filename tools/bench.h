@@ -67,6 +67,9 @@ struct bench_ops {
 	int (*reopen)(const char *dir, struct bench_store **out, char *err);
 	/* Bytes the store's files take on disk now. */
 	int (*disk_usage)(struct bench_store *s, uint64_t *bytes);
+	/* Optional: a line for the report on how the store did the updates
+	 * (called right after them). */
+	void (*note)(struct bench_store *s, char *buf, size_t size);
 };
 
 extern const struct bench_ops bench_barrel_ops;

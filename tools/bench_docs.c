@@ -10,6 +10,7 @@
 #include "config.h"
 #include "tools/bench.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -183,6 +184,21 @@ static int docs_close(struct bench_store *bs, char *err)
 	return 0;
 }
 
+/* How many updates found the document's tree in the engine's head cache
+ * (the rest read the document's record). */
+static void docs_note(struct bench_store *bs, char *buf, size_t size)
+{
+	struct docs_store *s = (struct docs_store *)bs;
+	struct bdb_stat st;
+
+	if (bdb_stat(docdb_bdb(s->docs), &st))
+		return;
+	snprintf(buf, size, "%" PRIu64 " of %" PRIu64 " updates read the "
+		 "revision tree from the engine's head cache, the others the "
+		 "document's record", st.head_hits,
+		 st.head_hits + st.head_misses);
+}
+
 const struct bench_ops bench_docs_ops = {
 	.name = "documents",
 	.open = docs_open,
@@ -193,4 +209,5 @@ const struct bench_ops bench_docs_ops = {
 	.close = docs_close,
 	.reopen = docs_reopen,
 	.disk_usage = bench_store_usage,
+	.note = docs_note,
 };

@@ -75,6 +75,9 @@ echo "$out" | grep -q "^running barrelfs  *done" ||
 	fail "bench did not run the barrelfs store: $out"
 datadir="$bench/barrelfs"
 [ -d "$datadir" ] || fail "bench left no $datadir"
+# every update of the 400 (20% of 2000) found its tree in the head cache
+echo "$out" | grep -q "^documents: 400 of 400 updates read the revision tree" ||
+	fail "bench: the documents store's updates missed the head cache: $out"
 
 # Rounds: each starts from an empty store (the documents store would
 # refuse to insert its documents again), and the report is their median.
