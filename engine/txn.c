@@ -493,7 +493,14 @@ static int log_room(struct bdb *db, uint64_t need)
 }
 
 /* Copy framed bytes to the staging buffer at the tail (writer held). */
-static int stage_bytes(struct bdb *db, const void *data, size_t len)
+/*
+ * Append len bytes to the staging buffer at the tail: data, or (data NULL)
+ * one record framed there from the n parts of iov (db_append()), without
+ * a copy of its own.
+ */
+static int stage_append(struct bdb *db, const void *data, size_t len,
+			uint8_t type, uint64_t txn, const struct iovec *iov,
+			int n)
 {
 	struct db_wbuf *w = &db->staged;
 	int err;
@@ -505,7 +512,11 @@ static int stage_bytes(struct bdb *db, const void *data, size_t len)
 	}
 	err = wbuf_reserve(w, len);
 	if (!err) {
-		memcpy(w->data + w->len, data, len);
+		if (data)
+			memcpy(w->data + w->len, data, len);
+		else
+			seg_encode(w->data + w->len, db->open->seg->salt,
+				   type, 0, txn, iov, n);
 		w->len += len;
 		w->gen = ++db->stage_gen;
 	}
@@ -518,6 +529,11 @@ static int stage_bytes(struct bdb *db, const void *data, size_t len)
 	db->open->used = db->tail;
 	pthread_rwlock_unlock(&db->segs_lock);
 	return 0;
+}
+
+static int stage_bytes(struct bdb *db, const void *data, size_t len)
+{
+	return stage_append(db, data, len, 0, 0, NULL, 0);
 }
 
 /* The first append after reopening on a clean tail marks HEAD unclean, so a
@@ -534,7 +550,6 @@ int db_append(struct bdb *db, uint8_t type, uint64_t txn,
 	      const struct iovec *iov, int n, bptr *addr, uint32_t *size)
 {
 	uint32_t len = 0, sz;
-	uint8_t *buf;
 	int err;
 
 	for (int i = 0; i < n; i++)
@@ -545,15 +560,9 @@ int db_append(struct bdb *db, uint8_t type, uint64_t txn,
 		err = log_room(db, sz);
 	if (err)
 		return err;
-	buf = malloc(sz);
-	if (!buf)
-		return -ENOMEM;
-	seg_encode(buf, db->open->seg->salt, type, 0, txn, iov, n);
 	*addr = bptr_make(db->open->seg->id, db->tail);
 	*size = sz;
-	err = stage_bytes(db, buf, sz);
-	free(buf);
-	return err;
+	return stage_append(db, NULL, sz, type, txn, iov, n);
 }
 
 uint64_t db_stage_version(struct bdb *db)
