@@ -14,7 +14,7 @@
  * a deletion shifts the rest of its cluster back, so there are no
  * tombstones and a probe ends at the first empty slot. Address 0 (never
  * a record's: the segment header is at offset 0) marks an empty slot.
- * The table doubles at half full.
+ * The table grows fourfold at half full.
  *
  * Heads of up to HC_CELL bytes (a document's tree of a few revisions)
  * live in cells of that size, carved from slabs the cache keeps and
@@ -26,9 +26,9 @@
 #define HC_AHEAD 16u          /* slots a rehash looks ahead to prefetch */
 #define HC_CELL 128u
 #define HC_SLAB_CELLS 512u
-/* What an entry costs besides its head: two slots (the table is at most
- * half full). */
-#define HC_ENTRY_COST (2 * sizeof(struct hc_slot))
+/* What an entry costs besides its head: its share of the table, which is
+ * at most half full and at least an eighth (it grows fourfold). */
+#define HC_ENTRY_COST (4 * sizeof(struct hc_slot))
 
 struct hc_slot {
 	uint64_t key;
@@ -199,14 +199,16 @@ static void hc_evict(struct hcache *c)
 	c->hand = i;
 }
 
-/* Double the table until n entries keep it at most half full. */
+/* Grow the table fourfold until n entries keep it at most half full (a
+ * rehash touches every entry: growing by four rehashes a third as many
+ * as doubling). */
 static int hc_grow(struct hcache *c, size_t n)
 {
 	struct hcache bigger = *c;
 	size_t oldn = hc_mask(c) + 1;
 
 	while (n * 2 > ((size_t)1 << bigger.bits))
-		bigger.bits++;
+		bigger.bits += 2;
 	if (bigger.bits == c->bits)
 		return 0;
 	bigger.slots = calloc((size_t)1 << bigger.bits, sizeof(*bigger.slots));
