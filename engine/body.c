@@ -573,7 +573,8 @@ struct pool_chunk {
 
 struct body_pool {
 	struct bscan scan;            /* every body_parse_in()'s */
-	struct pool_chunk *chunks;    /* newest first */
+	struct pool_chunk *chunks;    /* in use, newest first */
+	struct pool_chunk *spare;     /* emptied by body_pool_reset() */
 };
 
 int body_pool_new(struct body_pool **out)
@@ -582,18 +583,36 @@ int body_pool_new(struct body_pool **out)
 	return *out ? 0 : -ENOMEM;
 }
 
+static void pool_chunks_free(struct pool_chunk *c)
+{
+	while (c) {
+		struct pool_chunk *next = c->next;
+
+		free(c);
+		c = next;
+	}
+}
+
 void body_pool_free(struct body_pool *pool)
 {
-	struct pool_chunk *c, *next;
-
 	if (!pool)
 		return;
-	for (c = pool->chunks; c; c = next) {
-		next = c->next;
-		free(c);
-	}
+	pool_chunks_free(pool->chunks);
+	pool_chunks_free(pool->spare);
 	bscan_release(&pool->scan);
 	free(pool);
+}
+
+void body_pool_reset(struct body_pool *pool)
+{
+	while (pool->chunks) {
+		struct pool_chunk *c = pool->chunks;
+
+		pool->chunks = c->next;
+		c->used = 0;
+		c->next = pool->spare;
+		pool->spare = c;
+	}
 }
 
 /* n bytes of pool, 8-aligned; NULL when out of memory. */
@@ -605,11 +624,16 @@ static void *pool_alloc(struct body_pool *pool, size_t n)
 	if (!c || c->cap - c->used < need) {
 		size_t cap = need > POOL_CHUNK ? need : POOL_CHUNK;
 
-		if (!(c = malloc(sizeof(*c) + cap)))
+		if (pool->spare && pool->spare->cap >= need) {
+			c = pool->spare;
+			pool->spare = c->next;
+		} else if ((c = malloc(sizeof(*c) + cap))) {
+			c->used = 0;
+			c->cap = cap;
+		} else {
 			return NULL;
+		}
 		c->next = pool->chunks;
-		c->used = 0;
-		c->cap = cap;
 		pool->chunks = c;
 	}
 	c->used += need;

@@ -96,6 +96,10 @@ int body_parse(const char *text, size_t len, struct body *out, char *err);
 int body_pool_new(struct body_pool **out);
 void body_pool_free(struct body_pool *pool);     /* NULL is a no-op */
 
+/* Forget everything allocated in pool but keep its memory for the next
+ * bulk (after body_release() of every body parsed in it). */
+void body_pool_reset(struct body_pool *pool);
+
 /* n zeroed bytes of pool, 8-aligned, freed with it; NULL on ENOMEM (the
  * caller's other per-bulk memory, in the same blocks as the tokens). */
 void *body_pool_zalloc(struct body_pool *pool, size_t n);

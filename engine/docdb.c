@@ -431,13 +431,42 @@ int docdb_open(struct benv *env, const char *name, bool create,
 		free(d);
 		return rc;
 	}
+	pthread_mutex_init(&d->pool_lock, NULL);
 	*out = d;
 	return 0;
 }
 
 void docdb_close(struct docdb *d)
 {
+	if (!d)
+		return;
+	body_pool_free(d->spare_pool);
+	pthread_mutex_destroy(&d->pool_lock);
 	free(d);
+}
+
+/* The parse memory of a bulk: the one the last bulk left, or a new one.
+ * Bulks in parallel each take their own. */
+static int pool_take(struct docdb *d, struct body_pool **out)
+{
+	pthread_mutex_lock(&d->pool_lock);
+	*out = d->spare_pool;
+	d->spare_pool = NULL;
+	pthread_mutex_unlock(&d->pool_lock);
+	return *out ? 0 : body_pool_new(out);
+}
+
+/* Keep a bulk's pool for the next one (one is kept; the rest freed). */
+static void pool_give(struct docdb *d, struct body_pool *pool)
+{
+	body_pool_reset(pool);
+	pthread_mutex_lock(&d->pool_lock);
+	if (!d->spare_pool) {
+		d->spare_pool = pool;
+		pool = NULL;
+	}
+	pthread_mutex_unlock(&d->pool_lock);
+	body_pool_free(pool);
 }
 
 struct bdb *docdb_bdb(struct docdb *d)
@@ -1381,7 +1410,7 @@ int docdb_put(struct docdb *d, struct doc_put *req, size_t n)
 	struct btxn *txn;
 	int rc;
 
-	if (body_pool_new(&pool) ||
+	if (pool_take(d, &pool) ||
 	    !(p = body_pool_zalloc(pool, (n ? n : 1) * sizeof(*p)))) {
 		body_pool_free(pool);
 		return -ENOMEM;
@@ -1398,7 +1427,7 @@ int docdb_put(struct docdb *d, struct doc_put *req, size_t n)
 		rc = put_bulk(d, txn, req, p, n);
 	for (size_t i = 0; i < n; i++)
 		prep_release(&p[i]);
-	body_pool_free(pool);
+	pool_give(d, pool);
 	return rc;
 }
 

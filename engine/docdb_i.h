@@ -6,6 +6,7 @@
 #ifndef BARREL_DOCDB_I_H
 #define BARREL_DOCDB_I_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include "engine/docdb.h"
@@ -15,6 +16,9 @@ struct docdb {
 	uint32_t t_docs, t_revs, t_atts, t_local, t_meta;   /* table ids */
 	uint32_t keep_bodies;         /* docdb_opts.keep_bodies */
 	_Atomic uint32_t revs_limit;  /* cached "meta" revs_limit */
+	pthread_mutex_t pool_lock;
+	struct body_pool *spare_pool; /* pool_lock: a bulk's parse memory,
+	                                 kept for the next bulk */
 };
 
 #define REVREC_VERSION 1
