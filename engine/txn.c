@@ -492,11 +492,10 @@ static int log_room(struct bdb *db, uint64_t need)
 	return err;
 }
 
-/* Copy framed bytes to the staging buffer at the tail (writer held). */
 /*
- * Append len bytes to the staging buffer at the tail: data, or (data NULL)
- * one record framed there from the n parts of iov (db_append()), without
- * a copy of its own.
+ * Append len bytes to the staging buffer at the tail (writer held): data,
+ * or (data NULL) one record framed there from the n parts of iov
+ * (db_append()), without a copy of its own.
  */
 static int stage_append(struct bdb *db, const void *data, size_t len,
 			uint8_t type, uint64_t txn, const struct iovec *iov,
@@ -935,25 +934,25 @@ static int key_check(struct btxn *t, uint32_t table, size_t klen)
 	return 0;
 }
 
-/* Note the record just framed, a put of val, to cache its head. */
-static int txn_note_head(struct btxn *t, size_t klen,
-			 const struct bput_value *val)
+/* Note the record just framed, a put of val, to cache its head (a head
+ * that cannot be noted is only a later miss). */
+static void txn_note_head(struct btxn *t, size_t klen,
+			  const struct bput_value *val)
 {
 	if (!val->hlen || val->hlen > BDB_MAX_HEAD)
-		return 0;
+		return;
 	if (t->nheads == t->capheads) {
 		size_t cap = t->capheads ? t->capheads * 2 : 64;
 		struct txn_head *h = realloc(t->heads, cap * sizeof(*h));
 
 		if (!h)
-			return -ENOMEM;
+			return;
 		t->heads = h;
 		t->capheads = cap;
 	}
 	t->heads[t->nheads++] = (struct txn_head){
 		t->len - rec_size(PUT_HDR + klen + val->hlen + val->rlen),
 		(uint32_t)val->hlen, 0 };
-	return 0;
 }
 
 /* A put of val at sequence seq: the record, and its head noted. */
@@ -967,7 +966,9 @@ static int txn_put(struct btxn *t, uint32_t table, const void *key,
 		err = BARREL_E_TOOBIG;
 	if (!err)
 		err = db_txn_put_flags(t, table, key, klen, val, seq, flags);
-	return err ? err : txn_note_head(t, klen, val);
+	if (!err)
+		txn_note_head(t, klen, val);
+	return err;
 }
 
 int btxn_put_ex(struct btxn *t, uint32_t table, const void *key,
@@ -1119,6 +1120,8 @@ static void txn_cache_heads(struct btxn *t, uint32_t first)
 	struct bdb *db = t->db;
 	uint32_t seg = db->open->seg->id;
 
+	if (!t->nheads)
+		return;
 	hcache_reserve(db->heads, t->nheads);
 	for (size_t i = 0; i < t->nheads; i++) {
 		const uint8_t *put = t->buf + t->heads[i].off + REC_HEADER_SIZE;
