@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <xxhash.h>
 
 #include "engine/error.h"
@@ -113,6 +114,24 @@ uint64_t hcache_key(uint32_t table, const void *key, size_t klen)
 	return XXH3_64bits_withSeed(key, klen, table);
 }
 
+/*
+ * A zeroed table of 1 << bits slots. One of 2 MiB or more asks for huge
+ * pages: its lookups land anywhere in it, and with 4 KiB pages nearly
+ * each one also misses the TLB.
+ */
+static struct hc_slot *hc_table(unsigned bits)
+{
+	size_t size = sizeof(struct hc_slot) << bits, huge = 2u << 20;
+	struct hc_slot *t;
+
+	if (size < huge)
+		return calloc(1, size);
+	if (!(t = aligned_alloc(huge, size)))
+		return NULL;
+	madvise(t, size, MADV_HUGEPAGE);      /* a hint; fine if refused */
+	return memset(t, 0, size);
+}
+
 struct hcache *hcache_new(_Atomic size_t *total, size_t budget)
 {
 	struct hcache *c = calloc(1, sizeof(*c));
@@ -120,7 +139,7 @@ struct hcache *hcache_new(_Atomic size_t *total, size_t budget)
 	if (!c)
 		return NULL;
 	c->bits = HC_MIN_BITS;
-	c->slots = calloc((size_t)1 << c->bits, sizeof(*c->slots));
+	c->slots = hc_table(c->bits);
 	if (!c->slots) {
 		free(c);
 		return NULL;
@@ -211,7 +230,7 @@ static int hc_grow(struct hcache *c, size_t n)
 		bigger.bits += 2;
 	if (bigger.bits == c->bits)
 		return 0;
-	bigger.slots = calloc((size_t)1 << bigger.bits, sizeof(*bigger.slots));
+	bigger.slots = hc_table(bigger.bits);
 	if (!bigger.slots)
 		return -ENOMEM;
 	for (size_t i = 0; i < oldn; i++) {
