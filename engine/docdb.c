@@ -1452,7 +1452,9 @@ static int ref_match(void *arg, const struct revtree_info *ri)
  * The retain hook of "docs" (bdb_retain_fn): GC found the document record
  * at addr superseded. When the current tree still names it for a body,
  * that body moves to "revs" under a new number and the current record is
- * rewritten at its sequence to say so; else it is garbage.
+ * rewritten at its sequence to say so; else it is garbage. The current
+ * tree comes from the head cache when it is there: most superseded
+ * records are garbage, and telling costs no read of the current record.
  */
 static int retained_move(void *arg, struct btxn *txn, uint32_t table,
 			 const void *key, size_t klen, const void *val,
@@ -1467,7 +1469,8 @@ static int retained_move(void *arg, struct btxn *txn, uint32_t table,
 	struct docbuf doc = { 0 };
 	uint32_t t_revs, t_meta;
 	uint8_t rkey[REVS_KEY];
-	int rc = btxn_get(txn, table, key, klen, &cur);
+	bool whole;
+	int rc = btxn_get_head(txn, table, key, klen, &cur, &whole);
 
 	if (rc == BARREL_E_NOTFOUND)
 		return 0;
@@ -1476,6 +1479,12 @@ static int retained_move(void *arg, struct btxn *txn, uint32_t table,
 		goto out;
 	if ((rc = revtree_each(t, ref_match, &f)) != 1)
 		goto out;             /* 0: not named, garbage; or an error */
+	if (!whole) {                 /* the current winner's body moves too */
+		bval_release(&cur);
+		if ((rc = btxn_get(txn, table, key, klen, &cur)) ||
+		    (rc = docrec_split(cur.data, cur.len, &now)))
+			goto out;
+	}
 	if ((rc = docrec_split(val, vlen, &old)) ||
 	    (rc = bdb_table(db, "revs", &t_revs)) ||
 	    (rc = bdb_table(db, "meta", &t_meta)) ||
