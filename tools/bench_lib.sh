@@ -1,7 +1,15 @@
 # shellcheck shell=bash
-# The helpers of the shell benchmarks (bench_mount.sh, bench_sync.sh),
-# sourced by them: option checking, and the report (awk does the
-# arithmetic; each prints one formatted number or one row).
+# The helpers of the shell benchmarks (bench_mount.sh, bench_sync.sh,
+# bench_view.sh), sourced by them: errors, option checking, and the
+# report (awk does the arithmetic; each prints one formatted number or
+# one row).
+
+# die MESSAGE: the script's name and MESSAGE on stderr, exit 1.
+# shellcheck disable=SC2154  # prog is the sourcing script's
+die() {
+	echo "$prog: $*" >&2
+	exit 1
+}
 
 # number OPTION VALUE: VALUE must be a positive decimal of at most seven
 # digits, else the script's usage (it defines $prog and usage()).

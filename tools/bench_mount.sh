@@ -83,11 +83,6 @@ EOF
 	exit "$1"
 }
 
-die() {
-	echo "$prog: $*" >&2
-	exit 1
-}
-
 # ---- mounts ----
 
 # Whether the path $1 is a mount point, from /proc/self/mountinfo alone

@@ -109,11 +109,6 @@ EOF
 	exit "$1"
 }
 
-die() {
-	echo "$prog: $*" >&2
-	exit 1
-}
-
 skip() {
 	echo "sync benchmark skipped: $*"
 	exit 0

@@ -34,6 +34,8 @@ set -u
 
 prog=bench_view.sh
 srcdir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+# shellcheck source=tools/bench_lib.sh
+. "$srcdir/tools/bench_lib.sh"
 builddir=.
 tmpbase=
 docs=100000
@@ -67,25 +69,9 @@ EOF
 	exit "$1"
 }
 
-die() {
-	echo "$prog: $*" >&2
-	exit 1
-}
-
 cleanup() {
 	trap - EXIT INT TERM HUP
 	[ -n "$tmp" ] && [ -d "$tmp" ] && rm -rf --one-file-system -- "$tmp"
-}
-
-calc() {
-	awk "BEGIN { printf \"$1\", $2 }"
-}
-
-number() {
-	case $2 in
-	'' | *[!0-9]* | 0*) echo "$prog: bad $1 '$2'" >&2; usage 2 ;;
-	esac
-	[ "${#2}" -le 7 ] || { echo "$prog: $1: too large" >&2; usage 2; }
 }
 
 # ---- the two sides ----
