@@ -605,10 +605,9 @@ static void child_run(const struct bench_ops *ops, const char *dir,
 	struct run r = { .ops = ops, .dir = dir, .n = o->docs,
 			 .update_percent = o->update_percent, .res = res,
 			 .rng = SEED * 7 };
-	uint64_t n = o->docs;
 
-	r.rev = calloc(n, sizeof(*r.rev));
-	r.pick = calloc(n, sizeof(*r.pick));
+	r.rev = calloc(r.n, sizeof(*r.rev));
+	r.pick = calloc(r.n, sizeof(*r.pick));
 	r.vals = malloc(BATCH * VAL_CAP);
 	r.got = malloc(VAL_CAP);
 	r.want = malloc(VAL_CAP);
