@@ -1062,7 +1062,7 @@ static void bt_split_root(struct bt_store *st, struct bt_ref *nr)
 	}
 }
 
-/* ---- bt_put ---- */
+/* ---- putting ---- */
 
 /* A tree of one leaf holding key -> val. */
 static int bt_put_first(struct bt_store *st, struct bt_ref *root,
@@ -1115,37 +1115,133 @@ static int bt_put_leaf(struct bt_store *st, struct bt_path *p,
 	return 0;
 }
 
-int bt_put(struct bt_store *st, struct bt_ref *root, const void *key,
-	   size_t klen, const void *val, size_t vlen, void *old,
-	   size_t *oldlen, bool *existed)
+/* ---- memos ---- */
+
+struct bt_memo {
+	struct bt_store *st;    /* NULL: empty */
+	uint64_t mods;          /* st->mods when taken */
+	struct bt_node *root_mem;
+	uint64_t root_addr;
+	size_t klen;
+	uint8_t key[BT_MAX_KEY];
+	struct bt_path path;    /* pinned while st is set */
+};
+
+struct bt_memo *bt_memo_new(void)
 {
-	struct bt_path p;
+	return calloc(1, sizeof(struct bt_memo));
+}
+
+void bt_memo_clear(struct bt_memo *m)
+{
+	if (!m || !m->st)
+		return;
+	bt_path_unpin(m->st, &m->path);
+	m->st = NULL;
+}
+
+void bt_memo_free(struct bt_memo *m)
+{
+	bt_memo_clear(m);
+	free(m);
+}
+
+int bt_get_memo(struct bt_store *st, const struct bt_ref *root,
+		const void *key, size_t klen, void *val, size_t *vlen,
+		struct bt_memo *m)
+{
+	struct bt_level *leaf;
+	int err;
+
+	if (!m || klen > BT_MAX_KEY)
+		return bt_get(st, root, key, klen, val, vlen);
+	bt_memo_clear(m);
+	if (bt_ref_is_empty(root))
+		return BARREL_E_NOTFOUND;
+	err = bt_path_find(st, root, key, klen, 0, &m->path);
+	if (err)
+		return err;
+	leaf = &m->path.lv[m->path.depth - 1];
+	if (m->path.eq) {
+		*vlen = leaf->node->slot[leaf->idx].vlen;
+		memcpy(val, bt_val(leaf->node, leaf->idx), *vlen);
+	}
+	m->st = st;
+	m->mods = st->mods;
+	m->root_mem = root->mem;
+	m->root_addr = root->addr;
+	m->klen = klen;
+	memcpy(m->key, key, klen);
+	return m->path.eq ? 0 : BARREL_E_NOTFOUND;
+}
+
+/* The path m remembers, when it is still the way to key in root: the
+ * caller then owns it (and its pins); else NULL, and m is cleared. */
+static struct bt_path *bt_memo_take(struct bt_store *st, struct bt_memo *m,
+				    const struct bt_ref *root,
+				    const void *key, size_t klen)
+{
+	if (!m || !m->st)
+		return NULL;
+	if (m->st != st || m->mods != st->mods || m->root_mem != root->mem ||
+	    m->root_addr != root->addr || m->klen != klen ||
+	    memcmp(m->key, key, klen)) {
+		bt_memo_clear(m);
+		return NULL;
+	}
+	m->st = NULL;
+	return &m->path;
+}
+
+/* ---- bt_put ---- */
+
+int bt_put_memo(struct bt_store *st, struct bt_ref *root, const void *key,
+		size_t klen, const void *val, size_t vlen, void *old,
+		size_t *oldlen, bool *existed, struct bt_memo *m)
+{
+	struct bt_path local, *p;
 	struct bt_ref nr;
 	int err;
 
-	if (klen > BT_MAX_KEY || vlen > BT_MAX_VAL)
+	p = bt_memo_take(st, m, root, key, klen);
+	if (klen > BT_MAX_KEY || vlen > BT_MAX_VAL) {
+		if (p)
+			bt_path_unpin(st, p);
 		return BARREL_E_TOOBIG;
+	}
+	st->mods++;
 	if (bt_ref_is_empty(root)) {
 		if (existed)
 			*existed = false;
 		return bt_put_first(st, root, key, klen, val, vlen);
 	}
-	err = bt_path_find(st, root, key, klen, 0, &p);
-	if (err)
-		return err;
-	err = bt_path_own(st, root, &p, &nr);
+	if (!p) {
+		p = &local;
+		err = bt_path_find(st, root, key, klen, 0, p);
+		if (err)
+			return err;
+	}
+	err = bt_path_own(st, root, p, &nr);
 	if (!err)
-		err = bt_put_leaf(st, &p, key, klen, val, vlen, old, oldlen,
+		err = bt_put_leaf(st, p, key, klen, val, vlen, old, oldlen,
 				  existed);
 	if (err) {
-		bt_path_abort(st, &p, &nr);
+		bt_path_abort(st, p, &nr);
 		return err;
 	}
-	for (unsigned d = p.depth - 1; d-- > 0;)
-		bt_split_kids(st, p.lv[d].node, p.lv[d].idx);
+	for (unsigned d = p->depth - 1; d-- > 0;)
+		bt_split_kids(st, p->lv[d].node, p->lv[d].idx);
 	bt_split_root(st, &nr);
-	bt_path_finish(st, root, &p, &nr);
+	bt_path_finish(st, root, p, &nr);
 	return 0;
+}
+
+int bt_put(struct bt_store *st, struct bt_ref *root, const void *key,
+	   size_t klen, const void *val, size_t vlen, void *old,
+	   size_t *oldlen, bool *existed)
+{
+	return bt_put_memo(st, root, key, klen, val, vlen, old, oldlen,
+			   existed, NULL);
 }
 
 /* ---- bt_del ---- */
@@ -1281,6 +1377,7 @@ int bt_del(struct bt_store *st, struct bt_ref *root, const void *key,
 
 	if (bt_ref_is_empty(root))
 		return BARREL_E_NOTFOUND;
+	st->mods++;
 	err = bt_path_find(st, root, key, klen, 0, &p);
 	if (err)
 		return err;
@@ -1364,6 +1461,7 @@ int bt_flush(struct bt_store *st, struct bt_ref *root)
 
 	if (!root->mem)
 		return 0;
+	st->mods++;
 	err = bt_flush_node(st, root->mem, bt_ref_exclusive(root));
 	if (err)
 		return err;
@@ -1384,6 +1482,7 @@ int bt_touch(struct bt_store *st, struct bt_ref *root, unsigned level,
 
 	if (bt_ref_is_empty(root))
 		return 0;
+	st->mods++;
 	err = bt_path_find(st, root, key, klen, level, &p);
 	if (err)
 		return err;

@@ -60,6 +60,9 @@ struct bt_store {
 	uint64_t cache_ns;     /* distinguishes this store's addresses in the cache */
 	/* Bytes of dirty in-memory nodes created by updates; writer only. */
 	uint64_t dirty_bytes;
+	/* Updates made through this store (put, del, flush, touch); writer
+	 * only. A memo taken before the last one is stale. */
+	uint64_t mods;
 };
 
 /* An empty tree. */
@@ -93,6 +96,32 @@ int bt_get(struct bt_store *st, const struct bt_ref *root, const void *key,
 int bt_put(struct bt_store *st, struct bt_ref *root, const void *key,
 	   size_t klen, const void *val, size_t vlen, void *old,
 	   size_t *oldlen, bool *existed);
+
+/*
+ * A remembered descent, for a writer that reads a key and then writes it.
+ * bt_get_memo() looks key up as bt_get() does and keeps the path it took
+ * in m, its clean nodes pinned; a bt_put_memo() of the same key into the
+ * same tree, when no update of the tree came in between (st->mods and the
+ * root unchanged), starts from that path instead of descending again. Any
+ * bt_put_memo() consumes the memo, used or not. Writer only: m belongs to
+ * whoever holds the writer slot, and must be cleared before the tree is
+ * released or replaced other than through these calls (a transaction's
+ * abort, a table's drop). m may be NULL: no memo.
+ */
+struct bt_memo;
+
+/* An empty memo, or NULL when out of memory. */
+struct bt_memo *bt_memo_new(void);
+/* Unpin and forget the path it holds, if any. */
+void bt_memo_clear(struct bt_memo *m);
+void bt_memo_free(struct bt_memo *m);
+
+int bt_get_memo(struct bt_store *st, const struct bt_ref *root,
+		const void *key, size_t klen, void *val, size_t *vlen,
+		struct bt_memo *m);
+int bt_put_memo(struct bt_store *st, struct bt_ref *root, const void *key,
+		size_t klen, const void *val, size_t vlen, void *old,
+		size_t *oldlen, bool *existed, struct bt_memo *m);
 
 /* Remove key; BARREL_E_NOTFOUND when absent. old as for bt_put. */
 int bt_del(struct bt_store *st, struct bt_ref *root, const void *key,

@@ -251,7 +251,10 @@ static struct bdb *db_alloc(struct benv *env, const char *name)
 	}
 	snprintf(db->dir, n, "%s/%s", env->dir, dirname);
 	db->heads = hcache_new(&env->head_bytes, env->opts.cache_budget / 8);
-	if (!db->heads) {
+	db->memo = bt_memo_new();
+	if (!db->heads || !db->memo) {
+		hcache_free(db->heads);
+		free(db->memo);
 		free(db->name);
 		free(db->dir);
 		free(db);
@@ -294,6 +297,7 @@ static void db_free(struct bdb *db)
 	free(db->staged.data);
 	free(db->inflight.data);
 	hcache_free(db->heads);
+	bt_memo_free(db->memo);
 	if (db->headf)
 		db->env->io->ops->close(db->headf);
 	free(db->name);

@@ -173,6 +173,10 @@ struct bdb {
 	uint64_t bytes_written;   /* atomic add */
 	struct hcache *heads;     /* value heads (btxn_put_ex()); write_lock */
 	_Atomic uint64_t head_hits, head_misses;   /* btxn_get_head() */
+	/* The key-index descent of the writer's last lookup, for its put of
+	 * the same key (bt_get_memo()); writer only, empty between
+	 * transactions. */
+	struct bt_memo *memo;
 	pthread_mutex_t gc_lock;  /* one GC pass, doomed frees or check at a time */
 };
 

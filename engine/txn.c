@@ -330,8 +330,9 @@ static int apply_put(struct bdb *db, const struct db_put *p, bptr addr,
 	e.addr = addr;
 	e.size = size;
 	elen = db_entry_encode(ent, &e);
-	err = bt_put(&db->info[p->table]->store[IDX_KEY], &t->root, p->key,
-		     p->klen, ent, elen, old, &oldlen, &existed);
+	err = bt_put_memo(&db->info[p->table]->store[IDX_KEY], &t->root,
+			  p->key, p->klen, ent, elen, old, &oldlen, &existed,
+			  db->memo);
 	if (err)
 		return err;
 	if (existed)
@@ -361,6 +362,7 @@ static int apply_del(struct bdb *db, const struct db_put *p)
 	bool same_seq;
 	int err;
 
+	bt_memo_clear(db->memo);
 	if (!t)
 		return BARREL_E_CORRUPT;
 	err = bt_del(&db->info[p->table]->store[IDX_KEY], &t->root, p->key,
@@ -724,6 +726,7 @@ static void tables_restore(struct btxn *t)
 {
 	struct bdb *db = t->db;
 
+	bt_memo_clear(db->memo);     /* its path may be in the trees dropped */
 	for (uint32_t i = 0; i < db->ntables; i++) {
 		bt_ref_release(&db->tables[i].root);
 		bt_ref_release(&db->tables[i].seq_root);
@@ -741,6 +744,7 @@ static void tables_restore(struct btxn *t)
 
 static void txn_free(struct btxn *t)
 {
+	bt_memo_clear(t->db->memo);
 	for (uint32_t i = 0; i < t->saved_n; i++) {
 		bt_ref_release(&t->saved[i].root);
 		bt_ref_release(&t->saved[i].seq_root);
@@ -1010,8 +1014,8 @@ static int txn_entry(struct btxn *t, uint32_t table, const void *key,
 
 	if (!tab)
 		return BARREL_E_NOTFOUND;
-	err = bt_get(&t->db->info[table]->store[IDX_KEY], &tab->root, key, klen,
-		     buf, &vlen);
+	err = bt_get_memo(&t->db->info[table]->store[IDX_KEY], &tab->root, key,
+			  klen, buf, &vlen, t->db->memo);
 	return err ? err : db_entry_decode(buf, vlen, e);
 }
 

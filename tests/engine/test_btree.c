@@ -165,7 +165,8 @@ static void setup(void)
 	pthread_mutex_init(&fs.lock, NULL);
 	cache = bcache_new(64u << 20);
 	NONNULL(cache);
-	st = (struct bt_store){ &fs_ops, &fs, cache, 1, 0 };
+	st = (struct bt_store){ .ops = &fs_ops, .ctx = &fs, .cache = cache,
+				.cache_ns = 1 };
 	log_errors = 0;
 	big = false;
 	barrel_log_set_sink(log_count, NULL);
@@ -267,15 +268,20 @@ static void model_free(struct model *m)
 	free(m->order);
 }
 
-static void do_put(struct bt_ref *root, struct model *m, unsigned id,
-		   unsigned ver)
+/* Put id at version ver, through memo when there is one. */
+static void memo_put(struct bt_ref *root, struct model *m, unsigned id,
+		     unsigned ver, struct bt_memo *memo)
 {
 	uint8_t k[BT_MAX_KEY], v[BT_MAX_VAL], old[BT_MAX_VAL], want[BT_MAX_VAL];
 	size_t kl = mkkey(id, k), vl = mkval(id, ver, v), oldlen = 0, wl;
 	bool existed = true;
 
-	EQ(bt_put(&st, root, k, kl, v, vl, old, &oldlen,
-		  &existed), 0);
+	if (memo)
+		EQ(bt_put_memo(&st, root, k, kl, v, vl, old, &oldlen,
+			       &existed, memo), 0);
+	else
+		EQ(bt_put(&st, root, k, kl, v, vl, old, &oldlen, &existed),
+		   0);
 	EQ(existed, m->ver[id] >= 0);
 	if (existed) {
 		wl = mkval(id, (unsigned)m->ver[id], want);
@@ -285,6 +291,12 @@ static void do_put(struct bt_ref *root, struct model *m, unsigned id,
 		m->count++;
 	}
 	m->ver[id] = (int)ver;
+}
+
+static void do_put(struct bt_ref *root, struct model *m, unsigned id,
+		   unsigned ver)
+{
+	memo_put(root, m, id, ver, NULL);
 }
 
 static void do_del(struct bt_ref *root, struct model *m, unsigned id)
@@ -305,12 +317,15 @@ static void do_del(struct bt_ref *root, struct model *m, unsigned id)
 	m->count--;
 }
 
-static void check_get(const struct bt_ref *root, const struct model *m,
-		      unsigned id)
+/* Read id and compare it with the model; through memo when there is one
+ * (as a writer does before writing it). */
+static void memo_get(const struct bt_ref *root, const struct model *m,
+		     unsigned id, struct bt_memo *memo)
 {
 	uint8_t k[BT_MAX_KEY], v[BT_MAX_VAL], want[BT_MAX_VAL];
 	size_t kl = mkkey(id, k), vl = 0, wl;
-	int err = bt_get(&st, root, k, kl, v, &vl);
+	int err = memo ? bt_get_memo(&st, root, k, kl, v, &vl, memo)
+		       : bt_get(&st, root, k, kl, v, &vl);
 
 	if (m->ver[id] < 0) {
 		EQ(err, BARREL_E_NOTFOUND);
@@ -320,6 +335,12 @@ static void check_get(const struct bt_ref *root, const struct model *m,
 	wl = mkval(id, (unsigned)m->ver[id], want);
 	UEQ(vl, wl);
 	OK(memcmp(v, want, wl) == 0);
+}
+
+static void check_get(const struct bt_ref *root, const struct model *m,
+		      unsigned id)
+{
+	memo_get(root, m, id, NULL);
 }
 
 static void check_all(const struct bt_ref *root, const struct model *m)
@@ -569,6 +590,64 @@ START_TEST(test_model_random)
 	UEQ(audit(&root, true, NULL), m.count);
 	check_accounting(&root);
 	check_all(&root, &m);
+	bt_ref_release(&root);
+	model_free(&m);
+}
+END_TEST
+
+/*
+ * Read-then-write through a memo agrees with the model whatever comes
+ * between the read and the write: nothing (the memo's path is used), a
+ * put or delete of another key (which may split or merge the nodes on
+ * that path), a flush, a snapshot taken or dropped (which makes the path
+ * shared), or a write of another key through the memo. Flushed trees stay
+ * well formed and fully accounted.
+ */
+START_TEST(test_memo_model)
+{
+	struct bt_ref root = BT_REF_EMPTY, snap = BT_REF_EMPTY;
+	struct bt_memo *memo = bt_memo_new();
+	struct model m;
+
+	NONNULL(memo);
+	rng_state = 0x2545f4914f6cdd1dull;
+	model_init(&m);
+	for (unsigned op = 0; op < 120000; op++) {
+		unsigned id = (unsigned)(rnd() % NKEYS);
+		unsigned other = (unsigned)(rnd() % NKEYS);
+		unsigned between = (unsigned)(rnd() % 16);
+
+		memo_get(&root, &m, id, memo);
+		if (between == 1)
+			do_put(&root, &m, other, op);
+		else if (between == 2)
+			do_del(&root, &m, other);
+		else if (between == 3 && op % 64 == 3)
+			EQ(bt_flush(&st, &root), 0);
+		else if (between == 4 && bt_ref_is_empty(&snap))
+			snap = bt_ref_dup(&root);
+		else if (between == 5)
+			bt_ref_release(&snap);
+		else if (between == 6)
+			id = other;
+		memo_put(&root, &m, id, op, memo);
+		if (rnd() % 4 == 0)
+			do_del(&root, &m, (unsigned)(rnd() % NKEYS));
+		if (op % 30000 == 29999) {
+			check_all(&root, &m);
+			EQ(bt_flush(&st, &root), 0);
+			UEQ(audit(&root, true, NULL), m.count);
+			check_accounting(&root);
+		}
+	}
+	/* a memo left unused is cleared without a put */
+	memo_get(&root, &m, 7, memo);
+	bt_memo_clear(memo);
+	bt_memo_clear(memo);
+	memo_get(&root, &m, 8, memo);
+	bt_memo_free(memo);
+	check_all(&root, &m);
+	bt_ref_release(&snap);
 	bt_ref_release(&root);
 	model_free(&m);
 }
@@ -1500,6 +1579,7 @@ static Suite *btree_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 300);
 	tcase_add_test(tc, test_model_random);
+	tcase_add_test(tc, test_memo_model);
 	tcase_add_test(tc, test_model_mixed_sizes);
 	tcase_add_test(tc, test_delete_all);
 	tcase_add_test(tc, test_sequential_and_dirty_bytes);
