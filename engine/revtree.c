@@ -148,24 +148,33 @@ bool rev_valid(const struct rev *r)
 int rev_format(const struct rev *r, char *buf, size_t size)
 {
 	static const char hex[] = "0123456789abcdef";
-	char h[REV_HEX_LEN];
-	const char *p = (const char *)r->hash;
-	int len = r->len, n;
+	char gen[20];                 /* the generation's digits, reversed */
+	size_t glen = 0, len;
+	uint64_t g = r->gen;
+	char *p;
 
 	if (!rev_valid(r))
 		return BARREL_E_INVALID;
+	do {
+		gen[glen++] = (char)('0' + g % 10);
+		g /= 10;
+	} while (g);
+	len = r->bin ? REV_HEX_LEN : r->len;
+	if (glen + 1 + len >= size)
+		return BARREL_E_INVALID;
+	for (p = buf; glen; p++)
+		*p = gen[--glen];
+	*p++ = '-';
 	if (r->bin) {
 		for (size_t i = 0; i < REV_BIN_LEN; i++) {
-			h[2 * i] = hex[r->hash[i] >> 4];
-			h[2 * i + 1] = hex[r->hash[i] & 15];
+			*p++ = hex[r->hash[i] >> 4];
+			*p++ = hex[r->hash[i] & 15];
 		}
-		p = h;
-		len = REV_HEX_LEN;
+	} else {
+		memcpy(p, r->hash, len);
+		p += len;
 	}
-	n = snprintf(buf, size, "%llu-%.*s", (unsigned long long)r->gen,
-		     len, p);
-	if (n < 0 || (size_t)n >= size)
-		return BARREL_E_INVALID;
+	*p = '\0';
 	return 0;
 }
 

@@ -150,6 +150,13 @@ START_TEST(test_rev_parse_format)
 	ck_assert_int_eq(rev_parse(s, 66, &r), 0);
 	ck_assert_int_eq(r.len, 64);
 	ck_assert_int_eq(rev_format(&r, s, 10), BARREL_E_INVALID);
+	/* the NUL must fit too; nothing is written past size */
+	r = R("12-967a00dff5e02add41819138abb3284d");
+	memset(s, '#', sizeof(s));
+	ck_assert_int_eq(rev_format(&r, s, 35), BARREL_E_INVALID);
+	ck_assert_int_eq(rev_format(&r, s, 36), 0);
+	ck_assert_str_eq(s, "12-967a00dff5e02add41819138abb3284d");
+	ck_assert_int_eq(s[36], '#');
 }
 END_TEST
 
