@@ -629,6 +629,8 @@ int bdb_stat(struct bdb *db, struct bdb_stat *st)
 	bcache_stats(db->env->cache, &cs);
 	st->cache_bytes = cs.bytes;
 	st->cache_budget = cs.budget;
+	st->checkpoints = atomic_load(&db->checkpoints);
+	st->checkpoint_us = atomic_load(&db->checkpoint_us);
 	st->head_hits = atomic_load(&db->head_hits);
 	st->head_misses = atomic_load(&db->head_misses);
 	return 0;

@@ -421,6 +421,8 @@ struct bdb_stat {
 	uint64_t cache_budget;     /* the clean node cache's share of the budget */
 	uint64_t head_hits;        /* btxn_get_head() answered from the cache, */
 	uint64_t head_misses;      /* or by reading the record, since open */
+	uint64_t checkpoints;      /* written since open, */
+	uint64_t checkpoint_us;    /* and the time they held the writer slot */
 };
 
 int bdb_stat(struct bdb *db, struct bdb_stat *st);

@@ -173,6 +173,7 @@ struct bdb {
 	uint64_t bytes_written;   /* atomic add */
 	struct hcache *heads;     /* value heads (btxn_put_ex()); write_lock */
 	_Atomic uint64_t head_hits, head_misses;   /* btxn_get_head() */
+	_Atomic uint64_t checkpoints, checkpoint_us;  /* bdb_stat() */
 	/* The key-index descent of the writer's last lookup, for its put of
 	 * the same key (bt_get_memo()); writer only, empty between
 	 * transactions. */

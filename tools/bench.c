@@ -82,7 +82,7 @@ struct bench_result {
 	bool io_known;             /* /proc/self/io was readable */
 	long base_rss_kb;          /* the child before opening the store */
 	long maxrss_kb;            /* filled by the driver from wait4 */
-	char note[160];            /* bench_ops.note's line, or empty */
+	char note[256];            /* bench_ops.note's line, or empty */
 };
 
 /* ---- helpers shared with the stores ---- */
@@ -424,6 +424,8 @@ static int phase_update(struct run *r)
 		old += make_value(r->pick[i], r->rev[r->pick[i]], r->want);
 		r->rev[r->pick[i]]++;
 	}
+	if (r->ops->mark)
+		r->ops->mark(r->store);
 	for (uint64_t i = 0; i < u; i += BATCH) {
 		size_t m = u - i < BATCH ? (size_t)(u - i) : BATCH;
 		uint64_t bytes = 0;

@@ -67,6 +67,9 @@ struct bench_ops {
 	int (*reopen)(const char *dir, struct bench_store **out, char *err);
 	/* Bytes the store's files take on disk now. */
 	int (*disk_usage)(struct bench_store *s, uint64_t *bytes);
+	/* Optional: called right before the updates, untimed, so that note
+	 * can tell what happened during them. */
+	void (*mark)(struct bench_store *s);
 	/* Optional: a line for the report on how the store did the updates
 	 * (called right after them). */
 	void (*note)(struct bench_store *s, char *buf, size_t size);
@@ -118,6 +121,19 @@ int bench_dir_usage(const char *dir, uint64_t *bytes);
 
 /* The usual disk_usage: bench_dir_usage of the store's directory. */
 int bench_store_usage(struct bench_store *s, uint64_t *bytes);
+
+/* The two stores on barrelfs's engine: the checkpoints a database wrote
+ * between bench_cp_mark() and bench_cp_note(), for the report. */
+struct bdb;
+struct bench_cp {
+	uint64_t checkpoints;
+	uint64_t us;
+};
+
+void bench_cp_mark(struct bdb *db, struct bench_cp *at);
+/* "N checkpoint(s) (X ms)" into buf; "" when bdb_stat() fails. */
+void bench_cp_note(struct bdb *db, const struct bench_cp *at, char *buf,
+		   size_t size);
 
 /* Big-endian 64-bit encoding, so sequence keys sort as numbers. */
 void bench_put_be64(unsigned char *p, uint64_t v);

@@ -7,6 +7,7 @@
 #include "config.h"
 #include "tools/bench.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@ struct barrel_store {
 	struct benv *env;         /* owned */
 	struct bdb *db;           /* owned by env */
 	uint32_t table;
+	struct bench_cp cp;       /* checkpoints before the updates */
 };
 
 static int barrel_fail(char *err, const char *what, int rc)
@@ -175,6 +177,44 @@ static int barrel_close(struct bench_store *bs, char *err)
 	return 0;
 }
 
+void bench_cp_mark(struct bdb *db, struct bench_cp *at)
+{
+	struct bdb_stat st;
+
+	*at = (struct bench_cp){ 0 };
+	if (!bdb_stat(db, &st))
+		*at = (struct bench_cp){ st.checkpoints, st.checkpoint_us };
+}
+
+void bench_cp_note(struct bdb *db, const struct bench_cp *at, char *buf,
+		   size_t size)
+{
+	struct bdb_stat st;
+	uint64_t n;
+
+	buf[0] = '\0';
+	if (bdb_stat(db, &st))
+		return;
+	n = st.checkpoints - at->checkpoints;
+	snprintf(buf, size, "%" PRIu64 " checkpoint%s during the updates "
+		 "(%.1f ms)", n, n == 1 ? "" : "s",
+		 (double)(st.checkpoint_us - at->us) / 1000);
+}
+
+static void barrel_mark(struct bench_store *bs)
+{
+	struct barrel_store *s = (struct barrel_store *)bs;
+
+	bench_cp_mark(s->db, &s->cp);
+}
+
+static void barrel_note(struct bench_store *bs, char *buf, size_t size)
+{
+	struct barrel_store *s = (struct barrel_store *)bs;
+
+	bench_cp_note(s->db, &s->cp, buf, size);
+}
+
 const struct bench_ops bench_barrel_ops = {
 	.name = "barrelfs",
 	.open = barrel_open,
@@ -185,4 +225,6 @@ const struct bench_ops bench_barrel_ops = {
 	.close = barrel_close,
 	.reopen = barrel_reopen,
 	.disk_usage = bench_store_usage,
+	.mark = barrel_mark,
+	.note = barrel_note,
 };

@@ -25,6 +25,7 @@ struct docs_store {
 	struct benv *env;         /* owned */
 	struct docdb *docs;       /* owned; closed before env */
 	struct doc_put req[DOCS_BATCH_MAX];   /* one batch's requests */
+	struct bench_cp cp;       /* checkpoints before the updates */
 };
 
 static int docs_fail(char *err, const char *what, int rc)
@@ -184,19 +185,28 @@ static int docs_close(struct bench_store *bs, char *err)
 	return 0;
 }
 
+static void docs_mark(struct bench_store *bs)
+{
+	struct docs_store *s = (struct docs_store *)bs;
+
+	bench_cp_mark(docdb_bdb(s->docs), &s->cp);
+}
+
 /* How many updates found the document's tree in the engine's head cache
- * (the rest read the document's record). */
+ * (the rest read the document's record), and the checkpoints. */
 static void docs_note(struct bench_store *bs, char *buf, size_t size)
 {
 	struct docs_store *s = (struct docs_store *)bs;
+	char cp[96];
 	struct bdb_stat st;
 
 	if (bdb_stat(docdb_bdb(s->docs), &st))
 		return;
+	bench_cp_note(docdb_bdb(s->docs), &s->cp, cp, sizeof(cp));
 	snprintf(buf, size, "%" PRIu64 " of %" PRIu64 " updates read the "
 		 "revision tree from the engine's head cache, the others the "
-		 "document's record", st.head_hits,
-		 st.head_hits + st.head_misses);
+		 "document's record; %s", st.head_hits,
+		 st.head_hits + st.head_misses, cp);
 }
 
 const struct bench_ops bench_docs_ops = {
@@ -209,5 +219,6 @@ const struct bench_ops bench_docs_ops = {
 	.close = docs_close,
 	.reopen = docs_reopen,
 	.disk_usage = bench_store_usage,
+	.mark = docs_mark,
 	.note = docs_note,
 };

@@ -876,6 +876,8 @@ START_TEST(test_snapshot_isolation)
 	struct benv *env;
 	struct bdb *db;
 	struct bsnap *before, *after;
+	struct bdb_stat st;
+	uint64_t cps;
 	struct bval v;
 	uint32_t t;
 
@@ -913,8 +915,12 @@ START_TEST(test_snapshot_isolation)
 	ck_assert_uint_lt(bsnap_seq(before), bsnap_seq(after));
 	ck_assert_uint_eq(bsnap_seq(after), bdb_seq(db));
 
-	/* a checkpoint does not disturb an old snapshot */
+	/* a checkpoint does not disturb an old snapshot; bdb_stat counts it */
+	OK(bdb_stat(db, &st));
+	cps = st.checkpoints;
 	OK(bdb_checkpoint(db));
+	OK(bdb_stat(db, &st));
+	ck_assert_uint_eq(st.checkpoints, cps + 1);
 	OK(bsnap_get(before, t, "a", 1, &v));
 	ck_assert_int_eq(memcmp(v.data, "a1", 2), 0);
 	bval_release(&v);

@@ -78,6 +78,11 @@ datadir="$bench/barrelfs"
 # every update of the 400 (20% of 2000) found its tree in the head cache
 echo "$out" | grep -q "^documents: 400 of 400 updates read the revision tree" ||
 	fail "bench: the documents store's updates missed the head cache: $out"
+# 2000 small documents write far less than a checkpoint's worth of log
+echo "$out" | grep -q "^barrelfs: 0 checkpoints during the updates (" ||
+	fail "bench: no checkpoint count for the barrelfs store: $out"
+echo "$out" | grep -q "^documents: .*; 0 checkpoints during the updates (" ||
+	fail "bench: no checkpoint count for the documents store: $out"
 
 # Rounds: each starts from an empty store (the documents store would
 # refuse to insert its documents again), and the report is their median.
