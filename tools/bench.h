@@ -123,17 +123,18 @@ int bench_dir_usage(const char *dir, uint64_t *bytes);
 int bench_store_usage(struct bench_store *s, uint64_t *bytes);
 
 /* The two stores on barrelfs's engine: the checkpoints a database wrote
- * between bench_cp_mark() and bench_cp_note(), for the report. */
+ * between bench_cp_mark() and the bdb_stat() now, for the report. */
 struct bdb;
+struct bdb_stat;
 struct bench_cp {
 	uint64_t checkpoints;
 	uint64_t us;
 };
 
 void bench_cp_mark(struct bdb *db, struct bench_cp *at);
-/* "N checkpoint(s) (X ms)" into buf; "" when bdb_stat() fails. */
-void bench_cp_note(struct bdb *db, const struct bench_cp *at, char *buf,
-		   size_t size);
+/* "N checkpoints during the updates (X ms)" into buf. */
+void bench_cp_note(const struct bdb_stat *now, const struct bench_cp *at,
+		   char *buf, size_t size);
 
 /* Big-endian 64-bit encoding, so sequence keys sort as numbers. */
 void bench_put_be64(unsigned char *p, uint64_t v);

@@ -186,19 +186,14 @@ void bench_cp_mark(struct bdb *db, struct bench_cp *at)
 		*at = (struct bench_cp){ st.checkpoints, st.checkpoint_us };
 }
 
-void bench_cp_note(struct bdb *db, const struct bench_cp *at, char *buf,
-		   size_t size)
+void bench_cp_note(const struct bdb_stat *now, const struct bench_cp *at,
+		   char *buf, size_t size)
 {
-	struct bdb_stat st;
-	uint64_t n;
+	uint64_t n = now->checkpoints - at->checkpoints;
 
-	buf[0] = '\0';
-	if (bdb_stat(db, &st))
-		return;
-	n = st.checkpoints - at->checkpoints;
 	snprintf(buf, size, "%" PRIu64 " checkpoint%s during the updates "
 		 "(%.1f ms)", n, n == 1 ? "" : "s",
-		 (double)(st.checkpoint_us - at->us) / 1000);
+		 (double)(now->checkpoint_us - at->us) / 1000);
 }
 
 static void barrel_mark(struct bench_store *bs)
@@ -211,8 +206,10 @@ static void barrel_mark(struct bench_store *bs)
 static void barrel_note(struct bench_store *bs, char *buf, size_t size)
 {
 	struct barrel_store *s = (struct barrel_store *)bs;
+	struct bdb_stat st;
 
-	bench_cp_note(s->db, &s->cp, buf, size);
+	if (!bdb_stat(s->db, &st))
+		bench_cp_note(&st, &s->cp, buf, size);
 }
 
 const struct bench_ops bench_barrel_ops = {

@@ -202,7 +202,7 @@ static void docs_note(struct bench_store *bs, char *buf, size_t size)
 
 	if (bdb_stat(docdb_bdb(s->docs), &st))
 		return;
-	bench_cp_note(docdb_bdb(s->docs), &s->cp, cp, sizeof(cp));
+	bench_cp_note(&st, &s->cp, cp, sizeof(cp));
 	snprintf(buf, size, "%" PRIu64 " of %" PRIu64 " updates read the "
 		 "revision tree from the engine's head cache, the others the "
 		 "document's record; %s", st.head_hits,
