@@ -78,9 +78,11 @@ struct bt_node {
 	struct bt_ref *kid; /* internal nodes: the child of entry i */
 	uint8_t *heap;
 	uint32_t heap_len, heap_cap, heap_dead;
-	/* writer only: the record bt_flush last wrote this node to */
+	/* the record bt_flush last wrote this node to, and the store's stamp
+	 * then; set by the flush, read by the next one or by bt_adopt() */
 	uint64_t wr_addr;
 	uint32_t wr_size;
+	uint64_t wr_stamp;
 };
 
 /* A clean node in use: pinned in the cache, or owned when there is none. */
@@ -1422,6 +1424,7 @@ static int bt_write_node(struct bt_store *st, struct bt_node *n)
 		free(buf);
 		return err;
 	}
+	n->wr_stamp = st->stamp;
 	bt_dirty_sub(st, n->bytes);
 	bt_cache_written(st, n->wr_addr, n->wr_size, buf, n->bytes);
 	return 0;
@@ -1468,6 +1471,59 @@ int bt_flush(struct bt_store *st, struct bt_ref *root)
 	*root = (struct bt_ref){ NULL, old.mem->wr_addr, old.mem->wr_size };
 	bt_ref_release(&old);
 	return 0;
+}
+
+/* ---- bt_adopt ---- */
+
+static bool bt_has_mem_kid(const struct bt_node *n)
+{
+	for (unsigned i = 0; n->kid && i < n->count; i++)
+		if (n->kid[i].mem)
+			return true;
+	return false;
+}
+
+/* bt_adopt() below *ref, which the caller may change. */
+static int bt_adopt_ref(struct bt_store *st, struct bt_ref *ref,
+			uint64_t stamp)
+{
+	struct bt_node *n = ref->mem;
+
+	if (!n)
+		return 0;
+	if (n->wr_stamp == stamp) {
+		struct bt_ref clean = { NULL, n->wr_addr, n->wr_size };
+
+		bt_ref_release(ref);
+		*ref = clean;
+		return 0;
+	}
+	if (!bt_has_mem_kid(n))
+		return 0;
+	if (!bt_ref_exclusive(ref)) {
+		struct bt_node *c = bt_node_clone(st, n);
+
+		if (!c)
+			return -ENOMEM;
+		bt_ref_release(ref);
+		*ref = (struct bt_ref){ c, 0, 0 };
+		n = c;
+	}
+	for (unsigned i = 0; i < n->count; i++) {
+		int err = bt_adopt_ref(st, &n->kid[i], stamp);
+
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+int bt_adopt(struct bt_store *st, struct bt_ref *root, uint64_t stamp)
+{
+	if (!stamp || !root->mem)
+		return 0;
+	st->mods++;
+	return bt_adopt_ref(st, root, stamp);
 }
 
 /* ---- bt_touch ---- */

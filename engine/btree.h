@@ -63,6 +63,9 @@ struct bt_store {
 	/* Updates made through this store (put, del, flush, touch); writer
 	 * only. A memo taken before the last one is stale. */
 	uint64_t mods;
+	/* bt_flush marks every node it writes with this (0: no mark), so a
+	 * tree sharing those nodes can adopt the records (bt_adopt()). */
+	uint64_t stamp;
 };
 
 /* An empty tree. */
@@ -133,6 +136,19 @@ int bt_del(struct bt_store *st, struct bt_ref *root, const void *key,
  * root record (dropping the in-memory nodes once no one else holds them).
  */
 int bt_flush(struct bt_store *st, struct bt_ref *root);
+
+/*
+ * The tree at *root shares in-memory nodes with a tree that another store
+ * flushed with the nonzero stamp (a background checkpoint of a frozen
+ * version): replace each of them by a clean reference to the record that
+ * flush wrote, so the next bt_flush does not write it again. Nodes on the
+ * way that the tree shares with other holders are copied first; the rest
+ * is changed in place. The flushed tree must still be held (its nodes
+ * unchanged) while this runs. Counts as an update; st->dirty_bytes is
+ * left for the caller to recount (bt_dirty_size()). -ENOMEM leaves a
+ * tree that is whole, with some nodes not adopted.
+ */
+int bt_adopt(struct bt_store *st, struct bt_ref *root, uint64_t stamp);
 
 /*
  * Exact bytes of the in-memory (dirty) nodes reachable from root; walks

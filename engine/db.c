@@ -114,6 +114,22 @@ int db_seg_insert(struct bdb *db, struct db_seg *s)
 	return 0;
 }
 
+int db_seg_drop(struct bdb *db, struct db_seg *s)
+{
+	uint32_t id = s->seg->id;
+	size_t j = 0;
+
+	pthread_rwlock_wrlock(&db->segs_lock);
+	for (size_t i = 0; i < db->nsegs; i++)
+		if (db->segs[i] != s)
+			db->segs[j++] = db->segs[i];
+	db->nsegs = j;
+	pthread_rwlock_unlock(&db->segs_lock);
+	seg_close(s->seg);
+	free(s);
+	return seg_remove(db->env->io, db->dir, id);
+}
+
 int db_seg_add(struct bdb *db, struct segment *seg, uint64_t used,
 	       uint64_t live, uint64_t created, bool sealed, struct db_seg **out)
 {
@@ -342,6 +358,8 @@ void db_close(struct bdb *db)
 	db_writer_enter(db);
 	if (!db->failed && !db->flush_err)
 		err = db_checkpoint_locked(db, true);
+	else
+		db_checkpoint_install(db, true);
 	if (err)
 		barrel_log(BLOG_WARN, "%s: final checkpoint failed: %s",
 			   db->name, barrel_strerror(err));

@@ -97,6 +97,7 @@ struct db_seg {
 	uint64_t live;            /* bytes of live records (heuristic for GC) */
 	uint64_t created_txn;     /* age for cost-benefit */
 	bool sealed;
+	bool index;               /* index nodes only (a background checkpoint's) */
 	bool doomed;              /* collected; delete once no version needs it */
 	uint64_t doomed_version;
 };
@@ -132,6 +133,9 @@ struct bdb {
 	uint64_t log_since_cp;    /* bytes appended since the last checkpoint */
 	bptr cp_addr;             /* the last durable checkpoint */
 	uint32_t cp_size;
+	bptr cp_replay;           /* where its replay starts */
+	struct db_bgc *bgc;       /* a background checkpoint, or NULL */
+	uint64_t bgc_stamp;       /* the last one's node mark (bt_adopt()) */
 	uint64_t head_gen;
 	struct bio_file *headf;   /* DBDIR/HEAD, owned */
 	bool failed;              /* an fsync failed: read-only from now */
@@ -268,6 +272,12 @@ int db_seg_insert(struct bdb *db, struct db_seg *s);         /* segs_lock held *
  * caller still owns seg. */
 int db_seg_add(struct bdb *db, struct segment *seg, uint64_t used,
 	       uint64_t live, uint64_t created, bool sealed, struct db_seg **out);
+/* Create the next segment, of capacity cap (rounded to what a segment
+ * can be), and enter it into the table unsealed (writer slot held). */
+int db_seg_new(struct bdb *db, uint64_t cap, struct db_seg **out);
+/* Take a segment out of the table, close it and delete its file: one
+ * that nothing on disk names yet. */
+int db_seg_drop(struct bdb *db, struct db_seg *s);
 void db_live_add(struct bdb *db, bptr addr, int64_t bytes);
 int db_tabinfo_ensure(struct bdb *db, uint32_t id, const char *name,
 		      unsigned flags);
@@ -331,7 +341,20 @@ void db_versions_release_all(struct bdb *db);
 void db_watches_free(struct bdb *db);
 
 /* ---- checkpoint.c ---- */
+/* A checkpoint now, in the caller's thread, after any background one has
+ * ended (writer slot held). */
 int db_checkpoint_locked(struct bdb *db, bool clean);
+/*
+ * Start a checkpoint of the pending state on a thread of its own (writer
+ * slot held): the state is frozen as an unpublished version and the
+ * writer goes on while its index nodes are written to a segment of their
+ * own. A no-op while one is running. Falls back to db_checkpoint_locked()
+ * when the thread cannot start.
+ */
+int db_checkpoint_background(struct bdb *db);
+/* If a background checkpoint has ended, make it the database's last one
+ * (writer slot held); with wait, wait for a running one first. */
+int db_checkpoint_install(struct bdb *db, bool wait);
 int db_head_write(struct bdb *db, bool clean);
 int db_store_init(struct bdb *db, uint32_t table);
 uint64_t db_dirty_bytes(struct bdb *db);
@@ -343,8 +366,17 @@ struct db_head {
 	uint64_t gen;
 	bptr cp_addr;
 	uint32_t cp_size;
+	bptr replay;              /* where replay starts */
 };
 int db_head_decode(const uint8_t *slot, struct db_head *h);
+
+/* A segment entry of a CHECKPOINT record. */
+struct db_cp_seg {
+	uint32_t id;
+	uint32_t flags;           /* DB_CP_SEG_INDEX */
+	uint64_t used, live, created;
+};
+#define DB_CP_SEG_INDEX 1u        /* index nodes only: replay skips it */
 
 /* A decoded CHECKPOINT payload; tables and segs borrow the payload. */
 struct db_cp {
@@ -355,8 +387,7 @@ struct db_cp {
 int db_cp_decode(const uint8_t *p, uint32_t len, struct db_cp *cp);
 void db_cp_table(const struct db_cp *cp, uint32_t i, uint32_t *id,
 		 struct db_table *t);
-void db_cp_seg(const struct db_cp *cp, uint32_t i, uint32_t *id,
-	       uint64_t *used, uint64_t *live, uint64_t *created);
+void db_cp_seg(const struct db_cp *cp, uint32_t i, struct db_cp_seg *out);
 
 /* ---- recover.c ---- */
 int db_recover(struct bdb *db);

@@ -450,7 +450,7 @@ static uint32_t victim_bound(struct bdb *db, uint32_t pass_start)
 	uint32_t below, blobs;
 
 	db_writer_enter(db);
-	below = bptr_seg(db->cp_addr);
+	below = bptr_seg(db->cp_replay);
 	if (pass_start < below)
 		below = pass_start;
 	blobs = db_blobs_min_seg(db);

@@ -89,17 +89,19 @@ static int head_read(struct bdb *db, struct db_head *h, bool *found)
 	return 0;
 }
 
-static int seg_add(struct bdb *db, uint32_t id, uint64_t used, uint64_t live,
-		   uint64_t created)
+static int seg_add(struct bdb *db, const struct db_cp_seg *e)
 {
 	struct segment *seg = NULL;
+	struct db_seg *s;
 	int err;
 
-	err = seg_open(db->env->io, db->dir, id, &seg);
+	err = seg_open(db->env->io, db->dir, e->id, &seg);
 	if (!err)
-		err = db_seg_add(db, seg, used, live, created, true, NULL);
+		err = db_seg_add(db, seg, e->used, e->live, e->created, true, &s);
 	if (err && seg)
 		seg_close(seg);
+	if (!err)
+		s->index = e->flags & DB_CP_SEG_INDEX;
 	return err;
 }
 
@@ -120,11 +122,10 @@ static int tables_init(struct bdb *db, uint32_t n)
 static bool listed(const struct db_cp *cp, uint32_t id)
 {
 	for (uint32_t i = 0; i < cp->ns; i++) {
-		uint32_t sid;
-		uint64_t a, b, c;
+		struct db_cp_seg e;
 
-		db_cp_seg(cp, i, &sid, &a, &b, &c);
-		if (sid == id)
+		db_cp_seg(cp, i, &e);
+		if (e.id == id)
 			return true;
 	}
 	return false;
@@ -148,14 +149,15 @@ static int cp_apply(struct bdb *db, const struct db_cp *cp)
 		db->tables[id] = t;
 	}
 	for (uint32_t i = 0; i < cp->ns && !err; i++) {
-		uint32_t id;
-		uint64_t used, live, created;
+		struct db_cp_seg e;
 
-		db_cp_seg(cp, i, &id, &used, &live, &created);
-		err = seg_add(db, id, used, live, created);
+		db_cp_seg(cp, i, &e);
+		if (e.flags & ~DB_CP_SEG_INDEX)
+			return BARREL_E_CORRUPT;
+		err = seg_add(db, &e);
 		if (err == -ENOENT) {
 			barrel_log(BLOG_ERR, "%s: segment %u named by the checkpoint is missing",
-				   db->name, id);
+				   db->name, e.id);
 			err = BARREL_E_CORRUPT;
 		}
 	}
@@ -372,7 +374,9 @@ static int replay_all(struct bdb *db, const struct id_list *ids,
 		s = db_seg_find(db, id);
 		pthread_rwlock_unlock(&db->segs_lock);
 		if (!s) {
-			err = seg_add(db, id, SEG_HEADER_SIZE, 0, db->txn);
+			struct db_cp_seg e = { id, 0, SEG_HEADER_SIZE, 0, db->txn };
+
+			err = seg_add(db, &e);
 			if (err == BARREL_E_CORRUPT && i + 1 == ids->n) {
 				/* A crash while creating it: nothing was in it. */
 				seg_remove(db->env->io, db->dir, id);
@@ -385,7 +389,9 @@ static int replay_all(struct bdb *db, const struct id_list *ids,
 			s = db_seg_find(db, id);
 			pthread_rwlock_unlock(&db->segs_lock);
 		}
-		err = replay_segment(&r, s, id == first ? from : SEG_HEADER_SIZE);
+		/* A checkpoint's index segment holds nothing to replay. */
+		if (!s->index)
+			err = replay_segment(&r, s, id == first ? from : SEG_HEADER_SIZE);
 		if (id >= db->next_seg_id)
 			db->next_seg_id = id + 1;
 	}
@@ -402,7 +408,10 @@ static void resume_or_seal(struct bdb *db, const struct db_head *h,
 	struct db_seg *last;
 
 	pthread_rwlock_wrlock(&db->segs_lock);
-	last = db->nsegs ? db->segs[db->nsegs - 1] : NULL;
+	last = NULL;                    /* the log's last segment */
+	for (size_t i = db->nsegs; i-- > 0 && !last;)
+		if (!db->segs[i]->index)
+			last = db->segs[i];
 	if (found && h->clean && applied == 0 && last &&
 	    last->seg->id == bptr_seg(h->cp_addr) &&
 	    last->used == bptr_off(h->cp_addr) + (uint64_t)h->cp_size) {
@@ -434,8 +443,8 @@ int db_recover(struct bdb *db)
 		qsort(ids.ids, ids.n, sizeof(*ids.ids), cmp_u32);
 	if (found) {
 		err = load_checkpoint(db, &h, &ids);
-		first = bptr_seg(h.cp_addr);
-		from = bptr_off(h.cp_addr) + h.cp_size;
+		first = bptr_seg(h.replay);
+		from = bptr_off(h.replay);
 	} else {
 		err = tables_init(db, DB_FIRST_USER_TABLE);
 		first = ids.n ? ids.ids[0] : 0;
@@ -449,6 +458,7 @@ int db_recover(struct bdb *db)
 	if (found) {
 		db->cp_addr = h.cp_addr;
 		db->cp_size = h.cp_size;
+		db->cp_replay = h.replay;
 		db->head_gen = h.gen;
 	}
 	resume_or_seal(db, &h, found, applied);

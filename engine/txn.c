@@ -65,6 +65,8 @@ void db_writer_enter(struct bdb *db)
 		pthread_cond_wait(&db->write_cond, &db->write_lock);
 	db->writer_busy = true;
 	pthread_mutex_unlock(&db->write_lock);
+	/* A background checkpoint that has ended becomes the last one. */
+	db_checkpoint_install(db, false);
 }
 
 void db_writer_leave(struct bdb *db)
@@ -412,14 +414,15 @@ static int wbuf_reserve(struct db_wbuf *w, size_t more)
 }
 
 /* Make the open segment, sized for the database and at least need bytes. */
-static int open_new_segment(struct bdb *db, uint64_t need)
+int db_seg_new(struct bdb *db, uint64_t cap, struct db_seg **out)
 {
-	uint64_t cap = db_disk_target(db), salt;
+	uint64_t salt;
 	struct segment *seg;
 	int err;
 
-	while (cap < need + SEG_HEADER_SIZE)
-		cap *= 2;
+	cap = (cap + REC_ALIGN - 1) & ~(uint64_t)(REC_ALIGN - 1);
+	if (cap > (UINT32_MAX & ~(uint64_t)(REC_ALIGN - 1)))
+		cap = UINT32_MAX & ~(uint64_t)(REC_ALIGN - 1);
 	salt = ((uint64_t)random() << 32) ^ (uint64_t)random() ^ db->txn ^
 	       ((uint64_t)db->next_seg_id << 48);
 	err = seg_create(db->env->io, db->dir, db->next_seg_id, salt, cap, &seg);
@@ -427,31 +430,32 @@ static int open_new_segment(struct bdb *db, uint64_t need)
 		return err;
 	db->next_seg_id++;
 	atomic_fetch_add((_Atomic uint64_t *)&db->bytes_written, SEG_HEADER_SIZE);
-	err = db_seg_add(db, seg, SEG_HEADER_SIZE, 0, db->txn, false, &db->open);
-	if (err) {
+	err = db_seg_add(db, seg, SEG_HEADER_SIZE, 0, db->txn, false, out);
+	if (err)
 		seg_close(seg);
-		return err;
-	}
-	db->tail = SEG_HEADER_SIZE;
-	return 0;
+	return err;
+}
+
+static int open_new_segment(struct bdb *db, uint64_t need)
+{
+	uint64_t cap = db_disk_target(db);
+	int err;
+
+	while (cap < need + SEG_HEADER_SIZE)
+		cap *= 2;
+	err = db_seg_new(db, cap, &db->open);
+	if (!err)
+		db->tail = SEG_HEADER_SIZE;
+	return err;
 }
 
 /* The open segment holds nothing yet: remove it rather than seal it. */
 static int drop_empty_open(struct bdb *db)
 {
 	struct db_seg *s = db->open;
-	size_t j = 0;
 
-	pthread_rwlock_wrlock(&db->segs_lock);
-	for (size_t i = 0; i < db->nsegs; i++)
-		if (db->segs[i] != s)
-			db->segs[j++] = db->segs[i];
-	db->nsegs = j;
-	pthread_rwlock_unlock(&db->segs_lock);
 	db->open = NULL;
-	seg_close(s->seg);
-	free(s);
-	return seg_remove(db->env->io, db->dir, db->next_seg_id - 1);
+	return db_seg_drop(db, s);
 }
 
 int db_roll(struct bdb *db)
@@ -1308,6 +1312,8 @@ static bool checkpoint_due(struct bdb *db)
 {
 	uint64_t limit = db->env->opts.cache_budget / 4;
 
+	if (db->bgc)           /* one at a time */
+		return false;
 	return db->log_since_cp >= db->env->opts.checkpoint_bytes ||
 	       (db_dirty_bytes(db) >= limit && db_dirty_bytes_exact(db) >= limit);
 }
@@ -1342,7 +1348,7 @@ static int txn_commit(struct btxn *t, bool durable)
 	if (!err && due) {
 		db_writer_enter(db);
 		if (checkpoint_due(db))
-			db_checkpoint_locked(db, false);
+			db_checkpoint_background(db);
 		db_writer_leave(db);
 	}
 	return err;

@@ -1843,6 +1843,87 @@ START_TEST(test_persist_replay)
 }
 END_TEST
 
+/*
+ * A background checkpoint covers the log up to where its state was frozen:
+ * the commits made while it was written, and after it, replay from there
+ * when the process dies without closing (a child runs the workload and
+ * _exits; it tells the parent how many keys it committed).
+ */
+START_TEST(test_persist_replay_background)
+{
+	char dir[PATH_MAX], key[16], val[200];
+	struct benv *env;
+	struct bdb *db;
+	struct bdb_stat st;
+	struct bsnap *snap;
+	struct bval v;
+	uint32_t t, n = 0;
+	int fds[2], status;
+	pid_t pid;
+
+	new_datadir(dir, sizeof(dir));
+	ck_assert_int_eq(pipe(fds), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct benv_opts o;
+		struct btxn *txn;
+		uint64_t cps;
+		int after = -1;
+
+		close(fds[0]);
+		small_opts(&o);
+		if (benv_open(dir, &o, &env) || benv_db(env, "db", true, &db))
+			_exit(3);
+		t = mk_table(db, "t", BDB_TABLE_SEQ);
+		if (bdb_stat(db, &st))
+			_exit(4);
+		cps = st.checkpoints;
+		/* until a checkpoint of the commits' own is in place, then 50 */
+		for (; after < 50 && n < 100000; n++) {
+			int klen = snprintf(key, sizeof(key), "b%06u", n);
+
+			tu_value(val, sizeof(val), n, 1);
+			if (bdb_begin(db, &txn) ||
+			    btxn_put(txn, t, key, (size_t)klen, val, sizeof(val),
+				     NULL) || btxn_commit(txn) || bdb_stat(db, &st))
+				_exit(5);
+			if (after >= 0)
+				after++;
+			else if (st.checkpoints > cps)
+				after = 0;
+		}
+		if (after < 50 || write(fds[1], &n, sizeof(n)) != sizeof(n))
+			_exit(6);
+		_exit(0);   /* no benv_close: as if killed */
+	}
+	close(fds[1]);
+	ck_assert_int_eq(read(fds[0], &n, sizeof(n)), (ssize_t)sizeof(n));
+	close(fds[0]);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		      "workload child failed (status 0x%x)", status);
+
+	env = env_open(dir);
+	OK(benv_db(env, "db", false, &db));
+	OK(bdb_table(db, "t", &t));
+	OK(bdb_stat(db, &st));
+	ck_assert_uint_eq(st.entries, n);
+	OK(bdb_snapshot(db, &snap));
+	for (uint32_t k = 0; k < n; k++) {
+		int klen = snprintf(key, sizeof(key), "b%06u", k);
+
+		OK(bsnap_get(snap, t, key, (size_t)klen, &v));
+		tu_value(val, sizeof(val), k, 1);
+		ck_assert_msg(v.len == sizeof(val) && !memcmp(v.data, val, v.len),
+			      "%s: wrong value after replay", key);
+		bval_release(&v);
+	}
+	bsnap_release(snap);
+	benv_close(env);
+}
+END_TEST
+
 /* ---- space figures ---- */
 
 struct seg_sum {
@@ -2001,6 +2082,8 @@ START_TEST(test_stat_segments)
 		OK(btxn_commit(txn));
 		commits++;
 	}
+	/* Files and accounting agree when no checkpoint is being written. */
+	OK(bdb_checkpoint(db));
 	check_stat(db, dir, 1000, user);
 	OK(bdb_stat(db, &st));
 	ck_assert_uint_ge(st.txn, commits);
@@ -2043,6 +2126,7 @@ static Suite *db_suite(void)
 	tcase_add_test(tc, test_wait_timeout);
 	tcase_add_test(tc, test_watch);
 	tcase_add_test(tc, test_persist_close_reopen);
+	tcase_add_test(tc, test_persist_replay_background);
 	tcase_add_test(tc, test_persist_replay);
 	tcase_add_test(tc, test_stat_segments);
 	tcase_add_test(tc, test_bounded_memory);
