@@ -1494,6 +1494,7 @@ static int bt_adopt_ref(struct bt_store *st, struct bt_ref *ref,
 	if (n->wr_stamp == stamp) {
 		struct bt_ref clean = { NULL, n->wr_addr, n->wr_size };
 
+		n->wr_stamp = 0;        /* adopted: its record stays live */
 		bt_ref_release(ref);
 		*ref = clean;
 		return 0;
@@ -1518,12 +1519,32 @@ static int bt_adopt_ref(struct bt_store *st, struct bt_ref *ref,
 	return 0;
 }
 
-int bt_adopt(struct bt_store *st, struct bt_ref *root, uint64_t stamp)
+/* Report the records of stamped nodes under ref that nothing adopted. */
+static void bt_adopt_release(struct bt_store *st, const struct bt_ref *ref,
+			     uint64_t stamp)
 {
-	if (!stamp || !root->mem)
+	const struct bt_node *n = ref->mem;
+
+	if (!n || n->wr_stamp != stamp)
+		return;
+	if (st->ops->released)
+		st->ops->released(st->ctx, n->wr_addr, n->wr_size);
+	for (unsigned i = 0; n->kid && i < n->count; i++)
+		bt_adopt_release(st, &n->kid[i], stamp);
+}
+
+int bt_adopt(struct bt_store *st, struct bt_ref *root,
+	     const struct bt_ref *flushed, uint64_t stamp)
+{
+	int err;
+
+	if (!stamp)
 		return 0;
 	st->mods++;
-	return bt_adopt_ref(st, root, stamp);
+	err = bt_adopt_ref(st, root, stamp);
+	if (!err)
+		bt_adopt_release(st, flushed, stamp);
+	return err;
 }
 
 /* ---- bt_touch ---- */

@@ -138,17 +138,21 @@ int bt_del(struct bt_store *st, struct bt_ref *root, const void *key,
 int bt_flush(struct bt_store *st, struct bt_ref *root);
 
 /*
- * The tree at *root shares in-memory nodes with a tree that another store
- * flushed with the nonzero stamp (a background checkpoint of a frozen
- * version): replace each of them by a clean reference to the record that
- * flush wrote, so the next bt_flush does not write it again. Nodes on the
- * way that the tree shares with other holders are copied first; the rest
- * is changed in place. The flushed tree must still be held (its nodes
- * unchanged) while this runs. Counts as an update; st->dirty_bytes is
- * left for the caller to recount (bt_dirty_size()). -ENOMEM leaves a
- * tree that is whole, with some nodes not adopted.
+ * The tree at *root shares in-memory nodes with the tree at *flushed,
+ * which another store flushed with the nonzero stamp from a reference of
+ * its own (a background checkpoint of a frozen version): replace each of
+ * them by a clean reference to the record that flush wrote, so the next
+ * bt_flush does not write it again. Nodes on the way that the tree shares
+ * with other holders are copied first; the rest is changed in place. The
+ * records of flushed nodes the tree no longer holds (it changed them
+ * since) are reported through st->ops->released. *flushed must still be
+ * held, its nodes unchanged, while this runs. Counts as an update;
+ * st->dirty_bytes is left for the caller to recount (bt_dirty_size()).
+ * -ENOMEM leaves a tree that is whole, with some nodes not adopted (and
+ * nothing reported).
  */
-int bt_adopt(struct bt_store *st, struct bt_ref *root, uint64_t stamp);
+int bt_adopt(struct bt_store *st, struct bt_ref *root,
+	     const struct bt_ref *flushed, uint64_t stamp);
 
 /*
  * Exact bytes of the in-memory (dirty) nodes reachable from root; walks

@@ -618,7 +618,7 @@ static void *bgc_main(void *arg)
 
 static void bgc_free(struct bdb *db, struct db_bgc *b)
 {
-	if (b->tables)
+	if (b->tables && b->frozen)
 		for (uint32_t i = 0; i < b->frozen->ntables; i++) {
 			bt_ref_release(&b->tables[i].root);
 			bt_ref_release(&b->tables[i].seq_root);
@@ -716,20 +716,24 @@ int db_checkpoint_background(struct bdb *db)
  * they share with the frozen state; the checkpoint becomes the last. */
 static void bgc_adopt(struct bdb *db, struct db_bgc *b)
 {
+	/* Live as of the freeze; adopting reports what changed since. */
+	pthread_rwlock_wrlock(&db->segs_lock);
+	b->iseg->live = b->live;
+	pthread_rwlock_unlock(&db->segs_lock);
 	for (uint32_t i = 0; i < b->frozen->ntables && i < db->ntables; i++) {
+		const struct db_table *f = &b->frozen->tables[i];
 		struct db_table *t = &db->tables[i];
 
 		if (!t->exists || !db->info[i])
 			continue;
 		/* A node left unadopted (no memory) is written again. */
-		bt_adopt(&db->info[i]->store[IDX_KEY], &t->root, b->stamp);
-		bt_adopt(&db->info[i]->store[IDX_SEQ], &t->seq_root, b->stamp);
+		bt_adopt(&db->info[i]->store[IDX_KEY], &t->root, &f->root,
+			 b->stamp);
+		bt_adopt(&db->info[i]->store[IDX_SEQ], &t->seq_root,
+			 &f->seq_root, b->stamp);
 	}
 	bt_memo_clear(db->memo);
 	db_dirty_bytes_exact(db);
-	pthread_rwlock_wrlock(&db->segs_lock);
-	b->iseg->live = b->live;
-	pthread_rwlock_unlock(&db->segs_lock);
 	db->cp_addr = b->cp_addr;
 	db->cp_size = b->cp_size;
 	db->cp_replay = b->replay;

@@ -653,6 +653,93 @@ START_TEST(test_memo_model)
 }
 END_TEST
 
+/* A background flush of a frozen tree, by a store of its own. */
+struct bgflush {
+	struct bt_store st;
+	struct bt_ref ref;
+	int err;
+};
+
+static void *bgflush_main(void *arg)
+{
+	struct bgflush *b = arg;
+
+	b->err = bt_flush(&b->st, &b->ref);
+	return NULL;
+}
+
+/*
+ * A background checkpoint, in the small: a frozen copy of the tree is
+ * flushed on another thread by a store with a stamp while the tree goes
+ * on changing; then the tree adopts the records. It agrees with the model;
+ * the flushed tree holds the frozen state; the next flush writes only
+ * what changed since the freeze (nothing when nothing did, a few paths
+ * after a few changes); and every record is reachable from the tree or
+ * reported released.
+ */
+START_TEST(test_adopt_model)
+{
+	static const unsigned after[] = { 0, 40, 400, 4000, 0, 25 };
+	struct bt_ref root = BT_REF_EMPTY;
+	struct model m;
+
+	rng_state = 0x7a3c9e1f5b2d4c68ull;
+	model_init(&m);
+	for (unsigned round = 0; round < 6; round++) {
+		struct bgflush bg = { st, BT_REF_EMPTY, 0 };
+		struct bt_ref frozen;
+		unsigned long w0, bg_writes, count;
+		pthread_t th;
+
+		for (unsigned op = 0; op < 20000; op++) {
+			unsigned id = (unsigned)(rnd() % NKEYS);
+
+			if (rnd() % 10 < 7)
+				do_put(&root, &m, id, round * 100000 + op);
+			else
+				do_del(&root, &m, id);
+		}
+		frozen = bt_ref_dup(&root);
+		count = m.count;
+		bg.st.stamp = round + 1;
+		bg.ref = bt_ref_dup(&frozen);
+		w0 = fs.writes;
+		EQ(pthread_create(&th, NULL, bgflush_main, &bg), 0);
+		for (unsigned op = 0; op < after[round]; op++) {
+			unsigned id = (unsigned)(rnd() % NKEYS);
+
+			if (rnd() % 10 < 7)
+				do_put(&root, &m, id, round * 100000 + 50000 + op);
+			else
+				do_del(&root, &m, id);
+		}
+		EQ(pthread_join(th, NULL), 0);
+		EQ(bg.err, 0);
+		ISNULL(bg.ref.mem);
+		UEQ(audit(&bg.ref, true, NULL), count);
+		EQ(bt_adopt(&st, &root, &frozen, bg.st.stamp), 0);
+		bt_ref_release(&frozen);
+		check_all(&root, &m);
+		bg_writes = fs.writes - w0;
+		OK(bg_writes > 100);
+		w0 = fs.writes;
+		EQ(bt_flush(&st, &root), 0);
+		if (after[round] == 0)
+			UEQ(fs.writes - w0, 0);
+		else if (after[round] <= 40)   /* at most a path per change */
+			OKMSG(fs.writes - w0 < bg_writes / 2,
+			      "round %u: %lu written again after %lu", round,
+			      fs.writes - w0, bg_writes);
+		UEQ(audit(&root, true, NULL), m.count);
+		check_accounting(&root);
+		check_all(&root, &m);
+		bt_ref_release(&bg.ref);
+	}
+	bt_ref_release(&root);
+	model_free(&m);
+}
+END_TEST
+
 /* Random puts/deletes mixing keys and values near their limits with tiny
  * ones (where merges often cannot happen) agree with the model; flushed
  * trees stay well formed (order, fences, sizes), fully accounted, and
@@ -1580,6 +1667,7 @@ static Suite *btree_suite(void)
 	tcase_set_timeout(tc, 300);
 	tcase_add_test(tc, test_model_random);
 	tcase_add_test(tc, test_memo_model);
+	tcase_add_test(tc, test_adopt_model);
 	tcase_add_test(tc, test_model_mixed_sizes);
 	tcase_add_test(tc, test_delete_all);
 	tcase_add_test(tc, test_sequential_and_dirty_bytes);
