@@ -332,6 +332,18 @@ void db_cp_seg(const struct db_cp *cp, uint32_t i, struct db_cp_seg *out)
 				   get_le64(p + 16), get_le64(p + 24) };
 }
 
+/* The number of the version published last: after db_sync(gen), one of
+ * the state staged at gen or later. */
+static uint64_t published_number(struct bdb *db)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&db->ver_lock);
+	n = db->ver_number;
+	pthread_mutex_unlock(&db->ver_lock);
+	return n;
+}
+
 static int flush_trees(struct bdb *db)
 {
 	int err = 0;
@@ -385,6 +397,7 @@ static int checkpoint_steps(struct bdb *db, bool clean)
 	err = db_sync(db, gen);
 	if (err)
 		return err;
+	db->cp_ver = published_number(db);
 	/* Step 4 */
 	db->cp_addr = addr;
 	db->cp_size = size;
@@ -470,6 +483,7 @@ struct db_bgc {
 	uint64_t off, tail, live;
 	bptr cp_addr;
 	uint32_t cp_size;
+	uint64_t ver;                /* db->cp_ver once installed */
 	uint64_t held_us;            /* the writer's share of the time */
 };
 
@@ -588,6 +602,8 @@ static int bgc_finish(struct db_bgc *b)
 	/* The log up to the freeze is what the checkpoint covers. */
 	if (!err)
 		err = db_sync(b->db, b->gen);
+	if (!err)
+		b->ver = published_number(b->db);
 	/* No other HEAD write happens until this checkpoint is installed. */
 	if (!err)
 		err = head_write(b->db, b->head_gen + 1, b->cp_addr, b->cp_size,
@@ -598,6 +614,7 @@ static int bgc_finish(struct db_bgc *b)
 static void *bgc_main(void *arg)
 {
 	struct db_bgc *b = arg;
+	struct bdb *db = b->db;      /* b may be freed once done is set */
 	int err = 0;
 
 	for (uint32_t i = 0; i < b->frozen->ntables && !err; i++) {
@@ -613,6 +630,10 @@ static void *bgc_main(void *arg)
 		err = bgc_finish(b);
 	b->err = err;
 	atomic_store_explicit(&b->done, true, memory_order_release);
+	pthread_mutex_lock(&db->write_lock);
+	db->bgc_ended++;
+	pthread_cond_broadcast(&db->bgc_cond);
+	pthread_mutex_unlock(&db->write_lock);
 	return NULL;
 }
 
@@ -737,6 +758,7 @@ static void bgc_adopt(struct bdb *db, struct db_bgc *b)
 	db->cp_addr = b->cp_addr;
 	db->cp_size = b->cp_size;
 	db->cp_replay = b->replay;
+	db->cp_ver = b->ver;
 	db->head_gen = b->head_gen + 1;
 }
 
@@ -765,4 +787,29 @@ int db_checkpoint_install(struct bdb *db, bool wait)
 	}
 	bgc_free(db, b);
 	return err;
+}
+
+int db_checkpoint_yield(struct bdb *db)
+{
+	uint64_t gen = db->head_gen, ended;
+	int err;
+
+	/* One frozen before the caller's changes does not cover them. */
+	err = db_checkpoint_install(db, true);
+	if (err)
+		return err;
+	pthread_mutex_lock(&db->write_lock);
+	ended = db->bgc_ended;
+	pthread_mutex_unlock(&db->write_lock);
+	err = db_checkpoint_background(db);
+	if (err || !db->bgc)    /* failed, or made in the foreground */
+		return err;
+	db_writer_leave(db);
+	pthread_mutex_lock(&db->write_lock);
+	while (db->bgc_ended == ended)
+		pthread_cond_wait(&db->bgc_cond, &db->write_lock);
+	pthread_mutex_unlock(&db->write_lock);
+	db_writer_enter(db);    /* installs it, unless a writer already did */
+	/* Any checkpoint since covers the caller's changes. */
+	return db->head_gen > gen ? 0 : BARREL_E_CLOSED;
 }

@@ -281,6 +281,7 @@ static struct bdb *db_alloc(struct benv *env, const char *name)
 	db->next_blob_id = 1;
 	pthread_mutex_init(&db->write_lock, NULL);
 	pthread_cond_init(&db->write_cond, NULL);
+	pthread_cond_init(&db->bgc_cond, NULL);
 	pthread_mutex_init(&db->flush_lock, NULL);
 	pthread_cond_init(&db->flush_cond, NULL);
 	pthread_mutex_init(&db->stage_lock, NULL);

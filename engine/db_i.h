@@ -120,6 +120,8 @@ struct bdb {
 	pthread_mutex_t write_lock;
 	pthread_cond_t write_cond;
 	bool writer_busy;         /* a transaction holds the writer slot */
+	pthread_cond_t bgc_cond;  /* with write_lock: bgc_ended moved */
+	uint64_t bgc_ended;       /* background checkpoints whose thread ended */
 
 	/* pending state: write_lock */
 	struct db_table *tables;
@@ -134,6 +136,7 @@ struct bdb {
 	bptr cp_addr;             /* the last durable checkpoint */
 	uint32_t cp_size;
 	bptr cp_replay;           /* where its replay starts */
+	uint64_t cp_ver;          /* the first version published that it covers */
 	struct db_bgc *bgc;       /* a background checkpoint, or NULL */
 	uint64_t bgc_stamp;       /* the last one's node mark (bt_adopt()) */
 	uint64_t head_gen;
@@ -355,6 +358,15 @@ int db_checkpoint_background(struct bdb *db);
 /* If a background checkpoint has ended, make it the database's last one
  * (writer slot held); with wait, wait for a running one first. */
 int db_checkpoint_install(struct bdb *db, bool wait);
+/*
+ * A checkpoint of the pending state made in the background, waited for
+ * with the writer slot released, so writers go on meanwhile (GC's). The
+ * slot is held on entry and on return; the pending state may have moved
+ * on in between. 0 once a checkpoint covering the state at entry is the
+ * database's last (db->cp_ver: the first version published that it
+ * covers).
+ */
+int db_checkpoint_yield(struct bdb *db);
 int db_head_write(struct bdb *db, bool clean);
 int db_store_init(struct bdb *db, uint32_t table);
 uint64_t db_dirty_bytes(struct bdb *db);

@@ -18,10 +18,11 @@
  *      Every other record (DEL, COMMIT, CHECKPOINT, superseded data) is
  *      garbage.
  *   3. Mark the round's victims doomed and checkpoint once: the new
- *      checkpoint no longer lists them and no index points into them.
- *   4. Delete the files once every version published before that
- *      checkpoint is released (readers of older snapshots may still read
- *      from them).
+ *      checkpoint no longer lists them and no index points into them. It
+ *      is written in the background, writers going on meanwhile.
+ *   4. Delete the files once every version published before the first
+ *      one that checkpoint covers is released (readers of older snapshots
+ *      may still read from them).
  * A pass stops when the target ratio is met, nothing is worth collecting,
  * or a round did not shrink the database (moving data rewrites the index
  * nodes it touches; a round must free more than it writes).
@@ -295,23 +296,29 @@ static int victim_batches(struct bdb *db, struct db_seg *s, uint64_t *moved)
 	return ret < 0 ? ret : 0;
 }
 
-/* Step 3: doom the victims and checkpoint without them. */
+/*
+ * Step 3: doom the victims and checkpoint without them. The checkpoint is
+ * made in the background, writers going on meanwhile; nothing they write
+ * can name a victim (everything live in them has moved).
+ */
 static int victims_doom(struct bdb *db, struct db_seg **v, size_t n)
 {
 	int err;
 
 	db_writer_enter(db);
 	pthread_rwlock_wrlock(&db->segs_lock);
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
 		v[i]->doomed = true;
+		v[i]->doomed_version = UINT64_MAX;   /* not before the checkpoint */
+	}
 	pthread_rwlock_unlock(&db->segs_lock);
-	err = db_checkpoint_locked(db, false);
+	err = db_checkpoint_yield(db);
 	pthread_rwlock_wrlock(&db->segs_lock);
 	for (size_t i = 0; i < n; i++) {
 		if (err)
 			v[i]->doomed = false;
 		else	/* versions before the checkpoint's may still point here */
-			v[i]->doomed_version = db->ver_number - 1;
+			v[i]->doomed_version = db->cp_ver - 1;
 	}
 	pthread_rwlock_unlock(&db->segs_lock);
 	db_writer_leave(db);
@@ -501,7 +508,7 @@ static int gc_checkpoint(struct bdb *db)
 	if (db->open && db->open->live < db->open->used * 9 / 10)
 		err = db_roll(db);
 	if (!err)
-		err = db_checkpoint_locked(db, false);
+		err = db_checkpoint_yield(db);
 	db_writer_leave(db);
 	return err;
 }
