@@ -230,13 +230,19 @@ static void cp_put_seg(uint8_t *p, const struct db_cp_seg *s)
 	put_le64(p + 24, s->created);
 }
 
-static uint32_t cp_len(const struct cp_state *c)
+/* Table entries: the tables that exist. */
+static uint32_t cp_tables(const struct cp_state *c)
 {
 	uint32_t nt = 0;
 
 	for (uint32_t i = 0; i < c->ntables; i++)
 		nt += c->tables[i].exists;
-	return CP_HDR + nt * CP_TABLE + (uint32_t)c->nsegs * CP_SEG;
+	return nt;
+}
+
+static uint32_t cp_len(const struct cp_state *c)
+{
+	return CP_HDR + cp_tables(c) * CP_TABLE + (uint32_t)c->nsegs * CP_SEG;
 }
 
 /* Encode the checkpoint payload; *out malloc'ed, cp_len() bytes. */
@@ -252,7 +258,7 @@ static int cp_encode(const struct cp_state *c, uint8_t **out, uint32_t *len)
 	put_le64(p + 16, c->next_blob_id);
 	put_le32(p + 24, c->ntables);
 	put_le32(p + 28, c->next_seg_id);
-	put_le32(p + 32, (n - CP_HDR - (uint32_t)c->nsegs * CP_SEG) / CP_TABLE);
+	put_le32(p + 32, cp_tables(c));
 	put_le32(p + 36, (uint32_t)c->nsegs);
 	q = p + CP_HDR;
 	for (uint32_t i = 0; i < c->ntables; i++)
@@ -275,7 +281,7 @@ static int segs_snapshot(struct bdb *db, size_t extra, struct db_cp_seg **out,
 	struct db_cp_seg *v;
 
 	pthread_rwlock_rdlock(&db->segs_lock);
-	v = malloc((db->nsegs + extra) * sizeof(*v));
+	v = malloc((db->nsegs + extra + 1) * sizeof(*v));   /* never 0 */
 	*n = 0;
 	for (size_t i = 0; v && i < db->nsegs; i++) {
 		const struct db_seg *s = db->segs[i];
@@ -451,8 +457,6 @@ int bdb_checkpoint(struct bdb *db)
 
 #define BGC_CHUNK (1u << 20)    /* index records written at a time */
 
-struct db_bgc;
-
 /* A store of the frozen trees: a table's context, then the checkpoint. */
 struct bgc_store_ctx {
 	struct db_store_ctx base;
@@ -614,7 +618,7 @@ static int bgc_finish(struct db_bgc *b)
 static void *bgc_main(void *arg)
 {
 	struct db_bgc *b = arg;
-	struct bdb *db = b->db;      /* b may be freed once done is set */
+	struct bdb *db = b->db;
 	int err = 0;
 
 	for (uint32_t i = 0; i < b->frozen->ntables && !err; i++) {

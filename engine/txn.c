@@ -413,7 +413,6 @@ static int wbuf_reserve(struct db_wbuf *w, size_t more)
 	return 0;
 }
 
-/* Make the open segment, sized for the database and at least need bytes. */
 int db_seg_new(struct bdb *db, uint64_t cap, struct db_seg **out)
 {
 	uint64_t salt;
@@ -436,6 +435,7 @@ int db_seg_new(struct bdb *db, uint64_t cap, struct db_seg **out)
 	return err;
 }
 
+/* Make the open segment, sized for the database and at least need bytes. */
 static int open_new_segment(struct bdb *db, uint64_t need)
 {
 	uint64_t cap = db_disk_target(db);
