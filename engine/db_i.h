@@ -149,6 +149,7 @@ struct bdb {
 	pthread_mutex_t flush_lock;
 	pthread_cond_t flush_cond;
 	bool flushing;
+	uint64_t flushes;         /* log writes done (db_flush_yield()) */
 	uint64_t durable_gen;
 	uint64_t written_gen;     /* written and visible, maybe not durable */
 	bool lazy_dirty;          /* written_gen > durable_gen: bytes of */
@@ -315,6 +316,9 @@ void db_txn_abort_locked(struct btxn *t);
 int db_sync(struct bdb *db, uint64_t gen);
 /* Wait until gen is written and visible; durable too when durable. */
 int db_flush(struct bdb *db, uint64_t gen, bool durable);
+/* Wait for the log write in progress, if any, to end: a background writer
+ * lets a commit's fdatasync go first. Does not wait for the next one. */
+void db_flush_yield(struct bdb *db);
 /* Flush, seal the open segment, and forget it (writer held). */
 int db_roll(struct bdb *db);
 

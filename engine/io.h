@@ -60,6 +60,15 @@ struct bio_ops {
 	int (*write_batch)(struct bio *io, const struct bio_write *w, int n,
 			   bool sync);
 	int (*fsync)(struct bio_file *f);
+	/*
+	 * Write [off, off + len) of f, already written by write_batch, from
+	 * the page cache to the device and wait for it: not durable (only
+	 * fsync is), but the next fsync has that much less to do, and other
+	 * files' fsyncs do not queue behind it. Advisory: an error surfaces
+	 * at the file's next fsync. NULL in an implementation without a page
+	 * cache.
+	 */
+	void (*writeback)(struct bio_file *f, uint64_t off, uint64_t len);
 	/* Reserve space [0, len) so later writes overwrite allocated blocks. */
 	int (*allocate)(struct bio_file *f, uint64_t len);
 	int (*truncate)(struct bio_file *f, uint64_t len);

@@ -399,6 +399,20 @@ static int uring_size(struct bio_file *f, uint64_t *len)
 	return 0;
 }
 
+/* sync_file_range(2) has no io_uring chain to join: the caller waits
+ * anyway, and one request gains nothing from a ring. */
+static void uring_writeback(struct bio_file *f, uint64_t off, uint64_t len)
+{
+	unsigned flags = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+			 SYNC_FILE_RANGE_WAIT_AFTER;
+
+	if (off > INT64_MAX || len > INT64_MAX - off)
+		return;
+	while (sync_file_range(ufile(f)->fd, (off64_t)off, (off64_t)len,
+			       flags) && errno == EINTR)
+		;
+}
+
 /* Grow to len when neither fallocate flavour is supported. */
 static int extend_to(struct bio_file *f, uint64_t len)
 {
@@ -553,6 +567,7 @@ static const struct bio_ops uring_ops = {
 	.read = uring_read,
 	.write_batch = uring_write_batch,
 	.fsync = uring_fsync,
+	.writeback = uring_writeback,
 	.allocate = uring_allocate,
 	.truncate = uring_truncate,
 	.size = uring_size,

@@ -684,6 +684,7 @@ int db_flush(struct bdb *db, uint64_t gen, bool durable)
 		err = flush_once(db, &done, durable, lazy, &seg);
 		pthread_mutex_lock(&db->flush_lock);
 		db->flushing = false;
+		db->flushes++;
 		if (err) {
 			barrel_log(BLOG_ERR, "%s: log write failed: %s; database is now read-only",
 				   db->name, barrel_strerror(err));
@@ -699,6 +700,17 @@ int db_flush(struct bdb *db, uint64_t gen, bool durable)
 		err = 0;
 	pthread_mutex_unlock(&db->flush_lock);
 	return err;
+}
+
+void db_flush_yield(struct bdb *db)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&db->flush_lock);
+	n = db->flushes;
+	while (db->flushing && db->flushes == n)
+		pthread_cond_wait(&db->flush_cond, &db->flush_lock);
+	pthread_mutex_unlock(&db->flush_lock);
 }
 
 int db_sync(struct bdb *db, uint64_t gen)

@@ -10,7 +10,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "engine/io.h"
@@ -420,6 +422,54 @@ START_TEST(test_uring_short_write)
 }
 END_TEST
 
+/*
+ * The page-cache state of [off, off + len) of path: cachestat(2), Linux
+ * 6.5 and later. False when the kernel has no such call.
+ */
+struct page_state {
+	uint64_t cached, dirty, writeback, evicted, recently_evicted;
+};
+
+static bool page_state(const char *path, uint64_t off, uint64_t len,
+		       struct page_state *out)
+{
+	struct { uint64_t off, len; } range = { off, len };
+	int fd = open(path, O_RDONLY);
+	long rc;
+
+	ck_assert_int_ge(fd, 0);
+	rc = syscall(451 /* __NR_cachestat */, fd, &range, out, 0);
+	close(fd);
+	return rc == 0;
+}
+
+/* uring: writeback sends the range to the device, leaves it unchanged,
+ * and ignores a range past what a file offset can name. */
+START_TEST(test_uring_writeback)
+{
+	static char buf[1 << 20];
+	struct page_state ps;
+	struct bio_file *f;
+
+	env_open(IMPL_URING, 0);
+	memset(buf, 'w', sizeof(buf));
+	f = xopen("wb", BIO_RDWR | BIO_CREATE);
+	ck_assert_int_eq(write1(f, 0, buf, sizeof(buf), false), 0);
+	io->ops->writeback(f, 0, sizeof(buf));
+	if (page_state(P("wb"), 0, sizeof(buf), &ps)) {
+		ck_assert_uint_eq(ps.dirty, 0);
+		ck_assert_uint_eq(ps.writeback, 0);
+	}
+	expect_bytes(f, 0, buf, sizeof(buf));
+	io->ops->writeback(f, UINT64_MAX - 1, 4096);
+	io->ops->writeback(f, 1u << 30, 4096);   /* past the end */
+	ck_assert_int_eq(io->ops->fsync(f), 0);
+	ck_assert_uint_eq(fsize(f), sizeof(buf));
+	io->ops->close(f);
+	env_close();
+}
+END_TEST
+
 /* ---- the fault implementation ---- */
 
 /*
@@ -688,6 +738,7 @@ static Suite *io_suite(void)
 
 	tcase_add_checked_fixture(uring, NULL, teardown);
 	tcase_add_test(uring, test_uring_short_write);
+	tcase_add_test(uring, test_uring_writeback);
 	suite_add_tcase(s, uring);
 
 	tcase_add_checked_fixture(fault, NULL, teardown);
