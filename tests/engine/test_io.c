@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
@@ -443,20 +444,30 @@ static bool page_state(const char *path, uint64_t off, uint64_t len,
 	return rc == 0;
 }
 
-/* uring: writeback sends the range to the device, leaves it unchanged,
- * and ignores a range past what a file offset can name. */
+/*
+ * uring: writeback sends the range to the device, leaves it unchanged,
+ * and ignores a range past what a file offset can name. Whether pages
+ * were cleaned can be told only where the kernel has cachestat(2) and
+ * the written pages were dirty (not on tmpfs, which has no device).
+ */
 START_TEST(test_uring_writeback)
 {
 	static char buf[1 << 20];
 	struct page_state ps;
 	struct bio_file *f;
+	bool dirty;
 
 	env_open(IMPL_URING, 0);
 	memset(buf, 'w', sizeof(buf));
 	f = xopen("wb", BIO_RDWR | BIO_CREATE);
 	ck_assert_int_eq(write1(f, 0, buf, sizeof(buf), false), 0);
+	dirty = page_state(P("wb"), 0, sizeof(buf), &ps) && ps.dirty > 0;
+	if (!dirty)
+		fprintf(stderr, "test_uring_writeback: no dirty pages to see "
+			"cleaned (no cachestat(2), or tmpfs)\n");
 	io->ops->writeback(f, 0, sizeof(buf));
-	if (page_state(P("wb"), 0, sizeof(buf), &ps)) {
+	if (dirty) {
+		ck_assert(page_state(P("wb"), 0, sizeof(buf), &ps));
 		ck_assert_uint_eq(ps.dirty, 0);
 		ck_assert_uint_eq(ps.writeback, 0);
 	}
